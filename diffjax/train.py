@@ -1,0 +1,196 @@
+"""Training: the train state, one jitted data-parallel step, EMA, and the loop.
+
+The step is a pure function of (state, dataset) under `jax.jit`: it draws its batch
+indices, flips, timesteps and noise from fold_in(state.key, state.step), so a run is a
+function of its seed and a resumed run continues exactly as an uninterrupted one.
+The batch is sharded over the mesh's `data` axis, parameters are replicated, and XLA
+inserts the gradient all-reduce.
+"""
+
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from tqdm.auto import tqdm
+
+from diffjax import checkpoint, data, gaussian, generate, images, parallel, schedules
+from diffjax.nn.unet import UNet, param_count
+
+
+class TrainState(NamedTuple):
+    step: jax.Array        # int32 []
+    params: Any            # nnx.State of the UNet
+    ema_params: Any
+    opt_state: Any
+    key: jax.Array         # uint32 [2], the run's training key
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or inf."""
+
+
+def make_schedule(cfg) -> schedules.Schedule:
+    d = cfg.diffusion
+    kwargs = dict(beta_start=d.beta_start, beta_end=d.beta_end) if d.schedule == "linear" else {}
+    return schedules.get(d.schedule, d.num_timesteps, **kwargs)
+
+
+def make_model(cfg, key) -> UNet:
+    m = cfg.model
+    return UNet(image_size=cfg.data.image_size, in_channels=cfg.data.channels, ch=m.ch, ch_mult=tuple(m.ch_mult),
+                num_res_blocks=m.num_res_blocks, attn_resolutions=tuple(m.attn_resolutions),
+                attn_middle=m.attn_middle, dropout=m.dropout, groups=m.groups, num_classes=m.num_classes,
+                dtype=jnp.dtype(m.dtype), rngs=nnx.Rngs(params=key))
+
+
+def make_optimizer(cfg) -> optax.GradientTransformation:
+    """Gradient clipping, then AdamW with linear warm-up to a constant rate (Ho et al. 2020, App. B)."""
+    o = cfg.optim
+    lr = optax.join_schedules([optax.linear_schedule(0.0, o.lr, max(o.warmup_steps, 1)),
+                               optax.constant_schedule(o.lr)], [max(o.warmup_steps, 1)])
+    return optax.chain(optax.clip_by_global_norm(o.grad_clip),
+                       optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay))
+
+
+def init_state(cfg, mesh):
+    """Builds the model and a replicated train state. Returns (graphdef, state, sample_key)."""
+    init_key, train_key, sample_key = jax.random.split(jax.random.PRNGKey(cfg.seed), 3)
+    graphdef, params = nnx.split(make_model(cfg, init_key))
+    state = TrainState(jnp.int32(0), params, params, make_optimizer(cfg).init(params), train_key)
+    return graphdef, jax.device_put(state, parallel.replicated(mesh)), sample_key
+
+
+def make_train_step(graphdef, cfg, mesh):
+    """The jitted step: (state, images uint8 [N,H,W,C], labels int32 [N]) -> (state, metrics)."""
+    s, tx = make_schedule(cfg), make_optimizer(cfg)
+    batch, decay = cfg.train.batch_size, cfg.optim.ema_decay
+    parallel.check_divisible(batch, mesh)
+    on_data = parallel.batch_sharded(mesh)
+    num_classes, p_uncond = cfg.model.num_classes, cfg.train.get("p_uncond", 0.0)
+
+    def step(state: TrainState, images_u8, labels):
+        k_idx, k_flip, k_loss, k_drop, k_uncond = jax.random.split(jax.random.fold_in(state.key, state.step), 5)
+        idx = jax.lax.with_sharding_constraint(jax.random.randint(k_idx, (batch,), 0, images_u8.shape[0]), on_data)
+        x0 = data.to_float(images_u8[idx])                                    # [B, H, W, C]
+        if cfg.data.random_flip:
+            flip = jax.random.bernoulli(k_flip, 0.5, (batch, 1, 1, 1))
+            x0 = jnp.where(flip, x0[:, :, ::-1], x0)
+        y = None
+        if num_classes:
+            y = jnp.where(jax.random.bernoulli(k_uncond, p_uncond, (batch,)), num_classes, labels[idx])
+
+        def loss_fn(params):
+            model = nnx.merge(graphdef, params)
+            net = lambda x_t, t: model(x_t, t, y, train=True, rngs=nnx.Rngs(dropout=k_drop))  # noqa: E731
+            return gaussian.simple_loss(s, net, x0, k_loss, cfg.diffusion.prediction)
+
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
+        new = TrainState(state.step + 1, params, ema, opt_state, state.key)
+        return new, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+
+    return jax.jit(step)
+
+
+def _write_config(workdir: Path, cfg) -> None:
+    """Saves the resolved config; refuses a run directory trained with a different model or data."""
+    path = workdir / "config.json"
+    new = json.loads(cfg.to_json_best_effort())
+    if path.exists():
+        old = json.loads(path.read_text())
+        changed = [k for k in ("data", "model", "diffusion", "seed") if old.get(k) != new.get(k)]
+        if changed:
+            raise ValueError(f"{workdir} holds a run with a different {', '.join(changed)} config; "
+                             f"use a new --workdir or the same config")
+    images.write_text(path, json.dumps(new, indent=2))
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drops metric lines logged after `step` (by a run that stopped before its next checkpoint)."""
+    if path.exists():
+        lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        images.write_text(path, "".join(ln + "\n" for ln in lines))
+
+
+def save_samples(graphdef, params, cfg, key, path, mesh) -> None:
+    """A PNG grid of `train.num_sample_images` DDIM samples from `params`."""
+    shape = (cfg.data.image_size, cfg.data.image_size, cfg.data.channels)
+    x = generate.sample(graphdef, params, make_schedule(cfg), key, cfg.train.num_sample_images, shape, mesh=mesh,
+                        sampler="ddim", steps=cfg.train.sample_steps, prediction=cfg.diffusion.prediction)
+    images.save_grid(path, x)
+
+
+def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = True) -> TrainState:
+    """Trains (or resumes) to `cfg.train.steps` in `workdir`; returns the final state.
+
+    Writes config.json, metrics.jsonl, samples/step_*.png and Orbax checkpoints. Ctrl-C
+    saves a checkpoint first; a non-finite loss raises `NonFiniteLossError` and keeps the
+    last good checkpoint.
+    """
+    workdir = Path(workdir)
+    mesh = mesh or parallel.make_mesh()
+    ds = data.load(cfg.data.dataset, "train")
+    if ds.images.shape[1:] != (cfg.data.image_size, cfg.data.image_size, cfg.data.channels):
+        raise ValueError(f"dataset {ds.name} has images {ds.images.shape[1:]}, config expects "
+                         f"{(cfg.data.image_size, cfg.data.image_size, cfg.data.channels)}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    _write_config(workdir, cfg)
+    graphdef, state, sample_key = init_state(cfg, mesh)
+    mngr = checkpoint.manager(workdir)
+    if mngr.latest_step() is not None:
+        state = checkpoint.restore(mngr, state._asdict())
+        state = TrainState(**state)
+    start = int(state.step)
+    metrics_path = workdir / "metrics.jsonl"
+    _truncate_metrics(metrics_path, start)
+    step_fn = make_train_step(graphdef, cfg, mesh)
+    ds_images, ds_labels = data.device_put(ds, parallel.replicated(mesh))
+    t = cfg.train
+    last_saved = start
+    bar = tqdm(total=t.steps, initial=start, unit="step", disable=not progress, dynamic_ncols=True,
+               desc=f"train {ds.name} ({param_count(nnx.merge(graphdef, state.params)) / 1e6:.2f}M params)")
+    try:
+        with open(metrics_path, "a") as log:
+            tic = time.perf_counter()
+            while int(state.step) < t.steps:
+                state, m = step_fn(state, ds_images, ds_labels)
+                step, loss = int(state.step), float(m["loss"])
+                if not np.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"loss is {loss} at step {step}; the last good checkpoint (step {last_saved}) is kept in "
+                        f"{workdir}; lower --config.optim.lr or check the data, then run again")
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}")
+                if step % t.log_every == 0 or step == t.steps:
+                    now = time.perf_counter()
+                    log.write(json.dumps({"step": step, "loss": loss, "grad_norm": float(m["grad_norm"]),
+                                          "steps_per_sec": t.log_every / (now - tic)}) + "\n")
+                    log.flush()
+                    tic = now
+                if step % t.sample_every == 0 or step == t.steps:
+                    save_samples(graphdef, state.ema_params, cfg, jax.random.fold_in(sample_key, step),
+                                 workdir / "samples" / f"step_{step:07d}.png", mesh)
+                if step % t.ckpt_every == 0 or step == t.steps:
+                    checkpoint.save(mngr, step, state._asdict())
+                    last_saved = step
+    except KeyboardInterrupt:
+        step = int(state.step)
+        if step > last_saved:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the save
+            checkpoint.save(mngr, step, state._asdict())
+        bar.close()
+        raise KeyboardInterrupt(f"interrupted: checkpoint at step {step} saved in {workdir}; run again to resume")
+    finally:
+        bar.close()
+        mngr.close()
+    return state

@@ -1,0 +1,33 @@
+"""What every entry point shares: config flags, logging, and one-line errors instead of tracebacks."""
+
+import sys
+from pathlib import Path
+
+from absl import app, logging
+
+from diffjax import checkpoint, data, parallel, train
+
+CONFIGS = Path(__file__).parent / "configs"
+USER_ERRORS = (ValueError, checkpoint.CheckpointError, data.DataUnavailableError, train.NonFiniteLossError)
+
+
+def default_workdir(cfg) -> Path:
+    return Path("checkpoints") / cfg.name
+
+
+def run(main) -> None:
+    """absl `app.run(main)`, turning the project's user errors and Ctrl-C into one line on stderr."""
+
+    def wrapped(argv):
+        logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+        parallel.initialize_distributed()
+        try:
+            main(argv)
+        except USER_ERRORS as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt as e:
+            print(str(e) or "interrupted", file=sys.stderr)
+            sys.exit(130)
+
+    app.run(wrapped)
