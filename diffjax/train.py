@@ -68,6 +68,37 @@ def init_state(cfg, mesh):
     return graphdef, jax.device_put(state, parallel.replicated(mesh)), sample_key
 
 
+def abstract_state(cfg):
+    """(graphdef, TrainState of `jax.ShapeDtypeStruct`s): the shapes to restore a checkpoint into."""
+    model = nnx.eval_shape(lambda: make_model(cfg, jax.random.PRNGKey(0)))
+    graphdef, params = nnx.split(model)
+    opt_state = jax.eval_shape(make_optimizer(cfg).init, params)
+    key = jax.ShapeDtypeStruct((2,), jnp.uint32)
+    return graphdef, TrainState(jax.ShapeDtypeStruct((), jnp.int32), params, params, opt_state, key)
+
+
+def load_config(workdir) -> ml_collections.ConfigDict:
+    """The resolved config a run directory was trained with."""
+    path = Path(workdir) / "config.json"
+    if not path.exists():
+        raise checkpoint.CheckpointError(f"{workdir} is not a run directory (no config.json): train there first "
+                                         f"with python -m experiments.train_ddpm --workdir {workdir}")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def restore_ema(workdir, mesh=None):
+    """Restores a run's EMA parameters. Returns (cfg, graphdef, ema_params, step)."""
+    cfg = load_config(workdir)
+    graphdef, abstract = abstract_state(cfg)
+    mesh = mesh or parallel.make_mesh()
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(mesh)),
+                            abstract._asdict())
+    mngr = checkpoint.manager(workdir, create=False)
+    state = checkpoint.restore(mngr, abstract)
+    mngr.close()
+    return cfg, graphdef, state["ema_params"], int(state["step"])
+
+
 def make_train_step(graphdef, cfg, mesh):
     """The jitted step: (state, images uint8 [N,H,W,C], labels int32 [N]) -> (state, metrics)."""
     s, tx = make_schedule(cfg), make_optimizer(cfg)

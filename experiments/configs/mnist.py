@@ -8,11 +8,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.name = "mnist"
     c.seed = 0
     c.data = dict(dataset="mnist", image_size=28, channels=1, random_flip=False)
-    c.model = dict(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,), attn_middle=True,
+    c.model = dict(ch=16, ch_mult=(1, 2, 4), num_res_blocks=1, attn_resolutions=(7,), attn_middle=True,
                    dropout=0.1, groups=8, num_classes=0, dtype="float32")
     c.diffusion = dict(schedule="linear", num_timesteps=1000, beta_start=1e-4, beta_end=0.02, prediction="eps")
     c.optim = dict(lr=1e-3, warmup_steps=200, grad_clip=1.0, b1=0.9, b2=0.999, weight_decay=0.0,
                    ema_decay=0.995)
-    c.train = dict(steps=3000, batch_size=64, p_uncond=0.0, log_every=50, sample_every=1000, ckpt_every=500,
+    c.train = dict(steps=3600, batch_size=32, p_uncond=0.0, log_every=50, sample_every=1000, ckpt_every=500,
                    num_sample_images=64, sample_steps=50)
     return c

@@ -1,0 +1,57 @@
+"""Sample from a trained run: python -m experiments.sample --workdir RUN [--sampler ddim --steps 50].
+
+Writes FILE.npz (uint8 NHWC under key `images`), FILE.png (a grid) and, with
+--trajectory, FILE_trajectory.png: one row per image, x_t at a few timesteps left to right.
+"""
+
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from absl import flags
+
+from diffjax import data, generate, images, samplers, train
+from experiments import cli
+
+flags.DEFINE_string("workdir", None, "run directory written by experiments.train_ddpm", required=True)
+flags.DEFINE_enum("sampler", "ddim", sorted(samplers.SAMPLERS), "sampler")
+flags.DEFINE_integer("steps", 50, "DDIM steps (DDPM always uses all T)")
+flags.DEFINE_float("eta", 0.0, "DDIM eta: 0 deterministic, 1 DDPM-like")
+flags.DEFINE_enum("variance", "fixed_small", list(samplers.VARIANCES), "DDPM reverse variance")
+flags.DEFINE_integer("num", 64, "number of images")
+flags.DEFINE_integer("batch_size", 256, "images per sampler call (rounded to a multiple of the device count)")
+flags.DEFINE_integer("seed", 0, "sampling seed")
+flags.DEFINE_string("out", None, "output .npz (default: RUN/samples/<sampler>_<steps>.npz)")
+flags.DEFINE_integer("trajectory", 0, "if > 0, also save a strip of x_t at this many timesteps")
+
+
+def main(argv):
+    del argv
+    f = flags.FLAGS
+    cfg, graphdef, params, step = train.restore_ema(f.workdir)
+    if f.sampler == "ddim":
+        samplers.ddim_timesteps(cfg.diffusion.num_timesteps, f.steps)
+    steps = f.steps if f.sampler == "ddim" else cfg.diffusion.num_timesteps
+    out = Path(f.out or Path(f.workdir) / "samples" / f"{f.sampler}_{steps}.npz")
+    if out.suffix != ".npz":
+        raise ValueError(f"--out must end in .npz, got {out}")
+    shape = (cfg.data.image_size, cfg.data.image_size, cfg.data.channels)
+    tic = time.perf_counter()
+    result = generate.sample(graphdef, params, train.make_schedule(cfg), jax.random.PRNGKey(f.seed), f.num, shape,
+                             sampler=f.sampler, steps=f.steps, eta=f.eta, batch_size=f.batch_size,
+                             prediction=cfg.diffusion.prediction, num_frames=f.trajectory, progress=True)
+    x, frames = result if f.trajectory else (result, None)
+    seconds = time.perf_counter() - tic
+    images.save_npz(out, data.to_uint8(x))
+    images.save_grid(out.with_suffix(".png"), x)
+    if f.trajectory:
+        rows = min(f.num, 8)  # [rows, frames] strip: noise on the left, the sample on the right
+        strip = np.swapaxes(frames[:, :rows], 0, 1).reshape(-1, *shape)
+        images.save_grid(out.with_name(out.stem + "_trajectory.png"), strip, ncols=f.trajectory)
+    print(f"{f.num} images from step {step} with {f.sampler} ({steps} steps) in {seconds:.1f}s "
+          f"({f.num / seconds:.1f} images/s) -> {out}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,21 @@
+"""Every test process simulates 8 CPU devices, so the data-parallel paths run for real."""
+
+import os
+
+os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"])
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from experiments.configs import tiny  # noqa: E402
+
+
+@pytest.fixture
+def tiny_cfg():
+    return tiny.get_config()
+
+
+@pytest.fixture(scope="session")
+def devices():
+    assert len(jax.devices()) == 8, "tests expect 8 simulated CPU devices"
+    return jax.devices()

@@ -1,0 +1,76 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from diffjax import train
+from diffjax.nn.layers import timestep_embedding
+from diffjax.nn.unet import UNet, param_count
+from experiments.configs import cifar10, mnist, reference
+
+
+def _abstract_model(cfg):
+    return nnx.eval_shape(lambda: train.make_model(cfg, jax.random.PRNGKey(0)))
+
+
+@pytest.mark.parametrize("get_config, expected", [(cifar10.get_config, 35.7e6), (reference.get_config, 6_469_889)])
+def test_parameter_counts_match_the_papers_networks(get_config, expected):
+    n = param_count(_abstract_model(get_config()))
+    if get_config is reference.get_config:
+        assert n == expected
+    else:
+        assert abs(n - expected) <= 0.5e6, n
+
+
+@pytest.mark.parametrize("get_config", [cifar10.get_config, mnist.get_config, reference.get_config])
+def test_output_shape_equals_input_shape(get_config):
+    cfg = get_config()
+    graphdef, params = nnx.split(_abstract_model(cfg))
+    shape = (2, cfg.data.image_size, cfg.data.image_size, cfg.data.channels)
+    out = jax.eval_shape(lambda p, x, t: nnx.merge(graphdef, p)(x, t), params, jax.ShapeDtypeStruct(shape, jnp.float32),
+                         jax.ShapeDtypeStruct((2,), jnp.int32))
+    assert out.shape == shape and out.dtype == jnp.float32
+
+
+def _small(num_classes=0, dropout=0.0):
+    """A small UNet with random weights everywhere (the output layers start near zero otherwise)."""
+    model = UNet(image_size=8, in_channels=2, ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,),
+                 groups=4, num_classes=num_classes, dropout=dropout, rngs=nnx.Rngs(0))
+    params = nnx.state(model, nnx.Param)
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(0), len(leaves))
+    nnx.update(model, jax.tree.unflatten(treedef, [jax.random.normal(k, p.shape) * 0.2 for k, p in zip(keys, leaves)]))
+    return model
+
+
+def test_timestep_changes_output_and_batch_items_are_independent():
+    model = _small()
+    x = jax.random.normal(jax.random.PRNGKey(1), (3, 8, 8, 2))
+    t = jnp.array([0, 10, 500])
+    out = model(x, t)
+    assert not np.allclose(model(x, t + 1), out, atol=1e-4)
+    np.testing.assert_allclose(model(x[1:2], t[1:2]), out[1:2], atol=1e-5)  # GroupNorm never mixes the batch
+
+
+def test_class_conditioning_and_null_label():
+    model = _small(num_classes=10)
+    x, t = jnp.ones((2, 8, 8, 2)), jnp.array([5, 5])
+    assert not np.allclose(model(x, t, jnp.array([1, 1])), model(x, t, jnp.array([2, 2])))
+    np.testing.assert_array_equal(model(x, t), model(x, t, jnp.array([10, 10])))
+
+
+def test_dropout_only_in_training():
+    model = _small(dropout=0.5)
+    x, t = jnp.ones((2, 8, 8, 2)), jnp.array([1, 2])
+    np.testing.assert_array_equal(model(x, t), model(x, t))
+    a = model(x, t, train=True, rngs=nnx.Rngs(dropout=0))
+    b = model(x, t, train=True, rngs=nnx.Rngs(dropout=1))
+    assert not np.allclose(a, b)
+
+
+def test_timestep_embedding_matches_formula():
+    emb = np.asarray(timestep_embedding(jnp.array([0, 7]), 8))
+    freqs = np.exp(-np.log(10000.0) * np.arange(4) / 3)
+    np.testing.assert_allclose(emb[1], np.concatenate([np.sin(7 * freqs), np.cos(7 * freqs)]), rtol=1e-5)
+    np.testing.assert_allclose(emb[0], [0, 0, 0, 0, 1, 1, 1, 1])
