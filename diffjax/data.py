@@ -53,8 +53,8 @@ def _tfds(name: str, split: str) -> Dataset:
     import tensorflow_datasets as tfds
 
     def load(download: bool):
-        data = tfds.load(name, split=split, batch_size=-1, download=download)
-        return tfds.as_numpy(data)
+        batches = list(tfds.as_numpy(tfds.load(name, split=split, download=download).batch(10_000)))
+        return {k: np.concatenate([b[k] for b in batches]) for k in ("image", "label")}
 
     try:
         arrays = load(download=False)

@@ -22,7 +22,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from diffjax import checkpoint, data, gaussian, generate, images, parallel, schedules
-from diffjax.nn.unet import UNet, param_count
+from diffjax.nn.unet import UNet, init_unet, param_count
 
 
 class TrainState(NamedTuple):
@@ -45,10 +45,10 @@ def make_schedule(cfg) -> schedules.Schedule:
 
 def make_model(cfg, key) -> UNet:
     m = cfg.model
-    return UNet(image_size=cfg.data.image_size, in_channels=cfg.data.channels, ch=m.ch, ch_mult=tuple(m.ch_mult),
-                num_res_blocks=m.num_res_blocks, attn_resolutions=tuple(m.attn_resolutions),
-                attn_middle=m.attn_middle, dropout=m.dropout, groups=m.groups, num_classes=m.num_classes,
-                dtype=jnp.dtype(m.dtype), rngs=nnx.Rngs(params=key))
+    return init_unet(key, image_size=cfg.data.image_size, in_channels=cfg.data.channels, ch=m.ch,
+                     ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
+                     attn_resolutions=tuple(m.attn_resolutions), attn_middle=m.attn_middle, dropout=m.dropout,
+                     groups=m.groups, num_classes=m.num_classes, dtype=jnp.dtype(m.dtype))
 
 
 def make_optimizer(cfg) -> optax.GradientTransformation:
@@ -128,7 +128,7 @@ def make_train_step(graphdef, cfg, mesh):
         params = optax.apply_updates(state.params, updates)
         ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
         new = TrainState(state.step + 1, params, ema, opt_state, state.key)
-        return new, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        return new, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
     return jax.jit(step)
 

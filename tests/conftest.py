@@ -7,6 +7,10 @@ os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_forc
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+# Tests build the same few programs many times (each run re-jits its step): reuse compilations.
+jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.dirname(__file__), "..", ".jax_cache"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
 from experiments.configs import tiny  # noqa: E402
 
 

@@ -6,7 +6,7 @@ from flax import nnx
 
 from diffjax import train
 from diffjax.nn.layers import timestep_embedding
-from diffjax.nn.unet import UNet, param_count
+from diffjax.nn.unet import init_unet, param_count
 from experiments.configs import cifar10, mnist, reference
 
 
@@ -35,37 +35,46 @@ def test_output_shape_equals_input_shape(get_config):
 
 def _small(num_classes=0, dropout=0.0):
     """A small UNet with random weights everywhere (the output layers start near zero otherwise)."""
-    model = UNet(image_size=8, in_channels=2, ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,),
-                 groups=4, num_classes=num_classes, dropout=dropout, rngs=nnx.Rngs(0))
-    params = nnx.state(model, nnx.Param)
+    model = init_unet(jax.random.PRNGKey(0), image_size=8, in_channels=2, ch=8, ch_mult=(1, 2), num_res_blocks=1,
+                      attn_resolutions=(4,), groups=4, num_classes=num_classes, dropout=dropout)
+    nnx.update(model, _randomize(nnx.state(model, nnx.Param)))
+    return model
+
+
+@jax.jit
+def _randomize(params):
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.PRNGKey(0), len(leaves))
-    nnx.update(model, jax.tree.unflatten(treedef, [jax.random.normal(k, p.shape) * 0.2 for k, p in zip(keys, leaves)]))
-    return model
+    return jax.tree.unflatten(treedef, [jax.random.normal(k, p.shape) * 0.2 for k, p in zip(keys, leaves)])
+
+
+@nnx.jit(static_argnames="train")
+def _call(model, x, t, y=None, train=False, key=None):
+    return model(x, t, y, train=train, rngs=nnx.Rngs(dropout=key) if train else None)
 
 
 def test_timestep_changes_output_and_batch_items_are_independent():
     model = _small()
     x = jax.random.normal(jax.random.PRNGKey(1), (3, 8, 8, 2))
     t = jnp.array([0, 10, 500])
-    out = model(x, t)
-    assert not np.allclose(model(x, t + 1), out, atol=1e-4)
-    np.testing.assert_allclose(model(x[1:2], t[1:2]), out[1:2], atol=1e-5)  # GroupNorm never mixes the batch
+    out = _call(model, x, t)
+    assert not np.allclose(_call(model, x, t + 1), out, atol=1e-4)
+    np.testing.assert_allclose(_call(model, x[1:2], t[1:2]), out[1:2], atol=1e-5)  # GroupNorm never mixes the batch
 
 
 def test_class_conditioning_and_null_label():
     model = _small(num_classes=10)
     x, t = jnp.ones((2, 8, 8, 2)), jnp.array([5, 5])
-    assert not np.allclose(model(x, t, jnp.array([1, 1])), model(x, t, jnp.array([2, 2])))
-    np.testing.assert_array_equal(model(x, t), model(x, t, jnp.array([10, 10])))
+    assert not np.allclose(_call(model, x, t, jnp.array([1, 1])), _call(model, x, t, jnp.array([2, 2])))
+    np.testing.assert_array_equal(_call(model, x, t), _call(model, x, t, jnp.array([10, 10])))
 
 
 def test_dropout_only_in_training():
     model = _small(dropout=0.5)
     x, t = jnp.ones((2, 8, 8, 2)), jnp.array([1, 2])
-    np.testing.assert_array_equal(model(x, t), model(x, t))
-    a = model(x, t, train=True, rngs=nnx.Rngs(dropout=0))
-    b = model(x, t, train=True, rngs=nnx.Rngs(dropout=1))
+    np.testing.assert_array_equal(_call(model, x, t), _call(model, x, t))
+    a = _call(model, x, t, train=True, key=jax.random.PRNGKey(0))
+    b = _call(model, x, t, train=True, key=jax.random.PRNGKey(1))
     assert not np.allclose(a, b)
 
 

@@ -1,0 +1,145 @@
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from diffjax import checkpoint, data, gaussian, parallel, train
+
+
+def _eval_loss(graphdef, params, cfg, images_u8):
+    """The simple loss on fixed images, timesteps and noise (no dropout)."""
+    s = train.make_schedule(cfg)
+    model = nnx.merge(graphdef, params)
+    return float(gaussian.simple_loss(s, lambda x, t: model(x, t), data.to_float(images_u8), jax.random.PRNGKey(9)))
+
+
+def _params(workdir, cfg):
+    graphdef, abstract = train.abstract_state(cfg)
+    mngr = checkpoint.manager(workdir, create=False)
+    state = checkpoint.restore(mngr, abstract._asdict())
+    mngr.close()
+    return state
+
+
+def test_training_lowers_the_loss(tiny_cfg, tmp_path):
+    tiny_cfg.train.update(steps=40, batch_size=16, sample_every=1000, ckpt_every=1000, log_every=10)
+    tiny_cfg.optim.lr = 3e-3
+    mesh = parallel.make_mesh()
+    graphdef, state0, _ = train.init_state(tiny_cfg, mesh)
+    state = train.run(tiny_cfg, tmp_path, mesh=mesh, progress=False)
+    test = data.mnist_sample("test").images[::20]
+    before, after = _eval_loss(graphdef, state0.params, tiny_cfg, test), _eval_loss(graphdef, state.params, tiny_cfg, test)
+    assert after < 0.7 * before, (before, after)
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in logged] == [10, 20, 30, 40]
+
+
+def test_resumed_run_equals_uninterrupted_run(tiny_cfg, tmp_path):
+    tiny_cfg.train.update(steps=4, ckpt_every=2, sample_every=1000)
+    train.run(tiny_cfg, tmp_path / "straight", progress=False)
+    short = tiny_cfg.copy_and_resolve_references()
+    short.train.steps = 2
+    train.run(short, tmp_path / "resumed", progress=False)
+    train.run(tiny_cfg, tmp_path / "resumed", progress=False)
+    a, b = _params(tmp_path / "straight", tiny_cfg), _params(tmp_path / "resumed", tiny_cfg)
+    assert int(a["step"]) == int(b["step"]) == 4
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_eight_devices_step_equals_one_device_step(tiny_cfg, devices):
+    tiny_cfg.model.dropout = 0.0
+    ds = data.mnist_sample("test")
+    results = []
+    for mesh in (parallel.make_mesh(devices[:1]), parallel.make_mesh(devices)):
+        graphdef, state, _ = train.init_state(tiny_cfg, mesh)
+        step = train.make_train_step(graphdef, tiny_cfg, mesh)
+        images, labels = data.device_put(ds, parallel.replicated(mesh))
+        for _ in range(2):
+            state, metrics = step(state, images, labels)
+        results.append((state, metrics))
+    (one, m1), (eight, m8) = results
+    assert len(eight.params["conv_in"]["kernel"].sharding.device_set) == 8
+    np.testing.assert_allclose(m1["loss"], m8["loss"], rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), one, eight)
+
+
+def test_batch_not_divisible_by_devices_is_rejected(tiny_cfg, devices):
+    tiny_cfg.train.batch_size = 12
+    graphdef, _, _ = train.init_state(tiny_cfg, parallel.make_mesh(devices[:1]))
+    with pytest.raises(ValueError, match="multiple of the number of devices"):
+        train.make_train_step(graphdef, tiny_cfg, parallel.make_mesh(devices))
+
+
+def _patched_step(monkeypatch, on_step):
+    real = train.make_train_step
+
+    def make(graphdef, cfg, mesh):
+        step = real(graphdef, cfg, mesh)
+
+        def wrapped(state, images, labels):
+            return on_step(*step(state, images, labels))
+
+        return wrapped
+
+    monkeypatch.setattr(train, "make_train_step", make)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_cfg, tmp_path, monkeypatch):
+    tiny_cfg.train.update(steps=6, ckpt_every=2, sample_every=1000)
+    _patched_step(monkeypatch, lambda s, m: (s, {**m, "loss": jnp.where(s.step >= 3, jnp.nan, m["loss"])}))
+    with pytest.raises(train.NonFiniteLossError, match="step 3.*last good checkpoint \\(step 2\\)"):
+        train.run(tiny_cfg, tmp_path, progress=False)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2"]
+
+
+def test_ctrl_c_saves_a_checkpoint_before_exiting(tiny_cfg, tmp_path, monkeypatch):
+    tiny_cfg.train.update(steps=6, ckpt_every=100, sample_every=1000)
+
+    def interrupt_at_4(s, m):
+        if int(s.step) == 4:
+            raise KeyboardInterrupt
+        return s, m
+
+    _patched_step(monkeypatch, interrupt_at_4)
+    with pytest.raises(KeyboardInterrupt, match="step 3 saved"):
+        train.run(tiny_cfg, tmp_path, progress=False)
+    assert int(_params(tmp_path, tiny_cfg)["step"]) == 3
+
+
+def test_run_directory_with_other_model_is_refused(tiny_cfg, tmp_path):
+    tiny_cfg.train.update(steps=1, sample_every=1000)
+    train.run(tiny_cfg, tmp_path, progress=False)
+    tiny_cfg.model.ch = 16
+    with pytest.raises(ValueError, match="different model config"):
+        train.run(tiny_cfg, tmp_path, progress=False)
+
+
+def test_cifar10_ddpm_config_trains_on_mock_data(tmp_path):
+    import tensorflow_datasets as tfds
+
+    from experiments.configs import cifar10
+
+    cfg = cifar10.get_config()
+    cfg.train.update(steps=1, batch_size=8, num_sample_images=8, sample_steps=1)
+    with tfds.testing.mock_data(num_examples=16):
+        state = train.run(cfg, tmp_path, progress=False)
+    assert int(state.step) == 1 and (tmp_path / "samples" / "step_0000001.png").exists()
+    assert np.isfinite(json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])["loss"])
+
+
+def test_unknown_dataset_rejected():
+    with pytest.raises(ValueError, match="mnist_sample"):
+        data.load("imagenet")
+
+
+def test_mnist_sample_split_is_by_index_within_class():
+    train_ds, test_ds = data.mnist_sample("train"), data.mnist_sample("test")
+    assert train_ds.images.shape == (4000, 28, 28, 1) and test_ds.images.shape == (1000, 28, 28, 1)
+    assert train_ds.images.dtype == np.uint8 and train_ds.images.max() == 255
+    np.testing.assert_array_equal(np.bincount(test_ds.labels), [100] * 10)
+    np.testing.assert_array_equal(train_ds.labels[:400], 0)
