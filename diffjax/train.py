@@ -154,10 +154,11 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 def save_samples(graphdef, params, cfg, key, path, mesh) -> None:
-    """A PNG grid of `train.num_sample_images` DDIM samples from `params`."""
+    """A PNG grid of `train.num_sample_images` DDIM samples (`sample_steps`, `sample_eta`) from `params`."""
     shape = (cfg.data.image_size, cfg.data.image_size, cfg.data.channels)
     x = generate.sample(graphdef, params, make_schedule(cfg), key, cfg.train.num_sample_images, shape, mesh=mesh,
-                        sampler="ddim", steps=cfg.train.sample_steps, prediction=cfg.diffusion.prediction)
+                        sampler="ddim", steps=cfg.train.sample_steps, eta=cfg.train.sample_eta,
+                        prediction=cfg.diffusion.prediction)
     images.save_grid(path, x)
 
 

@@ -1,0 +1,136 @@
+"""Throughput benchmark: python -m experiments.bench [--config reference] [--out bench.json].
+
+For the named config it measures, in one run per XLA setting (a subprocess each, since XLA
+reads its flags once): the jitted train step (images/s, XLA's FLOP count, GFLOP/s), DDIM
+sampling (images/s), and this machine's f32 matmul peak, and the step's fraction of it.
+Settings: the project's CPU default (YNNPACK off for single convolutions) and XLA's own.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from absl import flags
+
+from experiments import cli
+
+flags.DEFINE_string("config", "reference", "config name in experiments/configs (mnist, cifar10, reference, ...)")
+flags.DEFINE_integer("batch_size", 0, "train batch size (0: the config's)")
+flags.DEFINE_integer("steps", 5, "timed train steps (after one warm-up)")
+flags.DEFINE_integer("sample_batch", 128, "images per DDIM sampling call")
+flags.DEFINE_integer("sample_steps", 50, "DDIM steps")
+flags.DEFINE_string("out", "checkpoints/bench/bench.json", "where to write the numbers")
+flags.DEFINE_bool("worker", False, "internal: measure in this process and print JSON")
+
+SETTINGS = {
+    "project default": "",
+    "XLA default": "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution",
+}
+
+
+def _best_time(fn, reps: int) -> float:
+    """Best wall time of `reps` calls of fn (which must block until its result is ready)."""
+    best = float("inf")
+    for _ in range(reps):
+        tic = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - tic)
+    return best
+
+
+def matmul_peak_gflops(n: int = 2048, reps: int = 5) -> float:
+    """f32 GFLOP/s of an n x n x n matmul (2 n^3 FLOPs), best of `reps`."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    return 2 * n**3 / _best_time(lambda: f(a).block_until_ready(), reps) / 1e9
+
+
+def measure(cfg, steps: int, sample_batch: int, sample_steps: int) -> dict:
+    """Train-step and DDIM throughput of `cfg` on synthetic uint8 data, with XLA's FLOP count."""
+    import jax
+    import numpy as np
+
+    from diffjax import generate, parallel, train
+
+    mesh = parallel.make_mesh()
+    graphdef, state, _ = train.init_state(cfg, mesh)
+    shape = (cfg.data.image_size, cfg.data.image_size, cfg.data.channels)
+    rng = np.random.default_rng(0)
+    images = jax.device_put(rng.integers(0, 256, (1024, *shape), dtype=np.uint8), parallel.replicated(mesh))
+    labels = jax.device_put(rng.integers(0, 10, (1024,), dtype=np.int32), parallel.replicated(mesh))
+    step = train.make_train_step(graphdef, cfg, mesh)
+    compiled = step.lower(state, images, labels).compile()
+    cost = compiled.cost_analysis()
+    flops = float((cost[0] if isinstance(cost, list) else cost)["flops"])
+    holder = [state]
+
+    def one_step():
+        holder[0], m = compiled(holder[0], images, labels)
+        m["loss"].block_until_ready()
+
+    one_step()
+    step_s = _best_time(one_step, steps)
+    sample = lambda: generate.sample(graphdef, state.ema_params, train.make_schedule(cfg),  # noqa: E731
+                                     jax.random.PRNGKey(0), sample_batch, shape, mesh=mesh, steps=sample_steps,
+                                     batch_size=sample_batch)
+    sample()
+    sample_s = _best_time(sample, 2)
+    b = cfg.train.batch_size
+    return {"train_images_per_s": b / step_s, "train_step_s": step_s, "flops_per_step": flops,
+            "achieved_gflops": flops / step_s / 1e9, "ddim_images_per_s": sample_batch / sample_s,
+            "ddim_steps": sample_steps, "batch_size": b}
+
+
+def _worker(f) -> None:
+    import importlib
+
+    cfg = importlib.import_module(f"experiments.configs.{f.config}").get_config()
+    if f.batch_size:
+        cfg.train.batch_size = f.batch_size
+    peak = matmul_peak_gflops()
+    result = measure(cfg, f.steps, f.sample_batch, f.sample_steps)
+    result.update(matmul_peak_gflops=peak, fraction_of_peak=result["achieved_gflops"] / peak,
+                  xla_flags=os.environ.get("XLA_FLAGS", ""))
+    print("BENCH " + json.dumps(result))
+
+
+def _table(config: str, results: dict) -> str:
+    rows = ["| setting | train img/s | GFLOP/step | GFLOP/s | matmul peak GFLOP/s | fraction of peak | "
+            f"DDIM-{next(iter(results.values()))['ddim_steps']} img/s |", "|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        rows.append(f"| {name} | {r['train_images_per_s']:.1f} | {r['flops_per_step'] / 1e9:.1f} | "
+                    f"{r['achieved_gflops']:.1f} | {r['matmul_peak_gflops']:.1f} | {r['fraction_of_peak']:.3f} | "
+                    f"{r['ddim_images_per_s']:.1f} |")
+    return f"config {config}, batch {next(iter(results.values()))['batch_size']}\n" + "\n".join(rows)
+
+
+def main(argv):
+    del argv
+    f = flags.FLAGS
+    if f.worker:
+        return _worker(f)
+    results = {}
+    for name, xla_flags in SETTINGS.items():
+        env = dict(os.environ, XLA_FLAGS=" ".join([os.environ.get("XLA_FLAGS", ""), xla_flags]).strip())
+        args = [a for a in sys.argv[1:] if not a.startswith("--out")] + ["--worker"]
+        p = subprocess.run([sys.executable, "-m", "experiments.bench", *args], env=env, capture_output=True,
+                           text=True)
+        line = [ln for ln in p.stdout.splitlines() if ln.startswith("BENCH ")]
+        if p.returncode or not line:
+            raise RuntimeError(f"bench worker for {name!r} failed:\n{p.stderr[-2000:]}")
+        results[name] = json.loads(line[0][6:])
+    print(_table(f.config, results))
+    from diffjax import images
+
+    images.write_text(f.out, json.dumps({"config": f.config, "results": results}, indent=2))
+    print(f"-> {f.out}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
