@@ -2,7 +2,8 @@
 
 For the named config it measures, in one run per XLA setting (a subprocess each, since XLA
 reads its flags once): the jitted train step (images/s, XLA's FLOP count, GFLOP/s), DDIM
-sampling (images/s), and this machine's f32 matmul peak, and the step's fraction of it.
+sampling (images/s), this machine's f32 matmul peak and the step's fraction of it, and jitted
+Perona-Malik diffusion (1000 MNIST-sized images x 50 steps, images/s).
 Settings: the project's CPU default (YNNPACK off for single convolutions) and XLA's own.
 """
 
@@ -87,6 +88,18 @@ def measure(cfg, steps: int, sample_batch: int, sample_steps: int) -> dict:
             "ddim_steps": sample_steps, "batch_size": b}
 
 
+def perona_malik_images_per_s(num: int = 1000, steps: int = 50) -> float:
+    """Jitted Perona-Malik on `num` 28x28 MNIST-sized images, `steps` explicit steps each."""
+    import jax
+
+    from diffjax import classical
+
+    x = jax.random.uniform(jax.random.PRNGKey(0), (num, 28, 28, 1))
+    run = lambda: classical.perona_malik(x, 0.1, steps=steps).block_until_ready()  # noqa: E731
+    run()
+    return num / _best_time(run, 3)
+
+
 def _worker(f) -> None:
     import importlib
 
@@ -96,17 +109,18 @@ def _worker(f) -> None:
     peak = matmul_peak_gflops()
     result = measure(cfg, f.steps, f.sample_batch, f.sample_steps)
     result.update(matmul_peak_gflops=peak, fraction_of_peak=result["achieved_gflops"] / peak,
-                  xla_flags=os.environ.get("XLA_FLAGS", ""))
+                  perona_malik_images_per_s=perona_malik_images_per_s(), xla_flags=os.environ.get("XLA_FLAGS", ""))
     print("BENCH " + json.dumps(result))
 
 
 def _table(config: str, results: dict) -> str:
     rows = ["| setting | train img/s | GFLOP/step | GFLOP/s | matmul peak GFLOP/s | fraction of peak | "
-            f"DDIM-{next(iter(results.values()))['ddim_steps']} img/s |", "|---|---|---|---|---|---|---|"]
+            f"DDIM-{next(iter(results.values()))['ddim_steps']} img/s | Perona-Malik img/s (50 steps) |",
+            "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         rows.append(f"| {name} | {r['train_images_per_s']:.1f} | {r['flops_per_step'] / 1e9:.1f} | "
                     f"{r['achieved_gflops']:.1f} | {r['matmul_peak_gflops']:.1f} | {r['fraction_of_peak']:.3f} | "
-                    f"{r['ddim_images_per_s']:.1f} |")
+                    f"{r['ddim_images_per_s']:.1f} | {r['perona_malik_images_per_s']:.0f} |")
     return f"config {config}, batch {next(iter(results.values()))['batch_size']}\n" + "\n".join(rows)
 
 

@@ -1,5 +1,6 @@
 """The entry points end to end, as a user runs them (subprocesses, tiny config, offline)."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -97,3 +98,33 @@ def test_corrupt_checkpoint_gives_clear_error(trained, tmp_path):
             f.write_bytes(b"garbage")
     assert_one_line_error(run("experiments.sample", f"--workdir={workdir}", "--steps=5", expect_ok=False),
                           "corrupt")
+
+
+def test_compare_filters_end_to_end_on_a_tiny_setting(tmp_path):
+    out = tmp_path / "cmp"
+    run("experiments.compare_filters", "--num_images=4", "--num_val=2", "--degradations=gaussian,inpaint_box",
+        "--methods=degraded,heat,median,harmonic", f"--workdir={out}")
+    results = json.loads((out / "results.json").read_text())
+    assert {(r["degradation"], r["method"]) for r in results} == {
+        ("gaussian", "degraded"), ("gaussian", "heat"), ("gaussian", "median"), ("inpaint_box", "harmonic")}
+    heat = [r for r in results if r["method"] == "heat"]
+    raw = [r for r in results if r["method"] == "degraded"]
+    assert all(h["psnr"] > d["psnr"] for h, d in zip(heat, raw))  # smoothing beats raw Gaussian noise
+    assert "| gaussian | 0.5 |" in (out / "table.md").read_text()
+    for name in ("psnr_vs_level.png", "ssim_vs_level.png", "psnr_vs_edginess.png", "examples/gaussian_0.1.png"):
+        assert (out / name).stat().st_size > 1000
+
+
+@pytest.mark.parametrize("args, needles", [
+    (("--degradations=jpeg",), ("jpeg",)),
+    (("--methods=wavelet",), ("wavelet",)),
+])
+def test_compare_filters_bad_input(tmp_path, args, needles):
+    assert_one_line_error(run("experiments.compare_filters", *args, f"--workdir={tmp_path}", expect_ok=False),
+                          *needles)
+
+
+def test_compare_filters_empty_folder(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    assert_one_line_error(run("experiments.compare_filters", f"--folder={tmp_path / 'imgs'}",
+                              f"--workdir={tmp_path}", expect_ok=False), "no PNG images")
