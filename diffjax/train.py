@@ -220,7 +220,6 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
         if step > last_saved:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the save
             checkpoint.save(mngr, step, state._asdict())
-        bar.close()
         raise KeyboardInterrupt(f"interrupted: checkpoint at step {step} saved in {workdir}; run again to resume")
     finally:
         bar.close()

@@ -30,8 +30,6 @@ def main(argv):
     del argv
     f = flags.FLAGS
     cfg, graphdef, params, step = train.restore_ema(f.workdir)
-    if f.sampler == "ddim":
-        samplers.ddim_timesteps(cfg.diffusion.num_timesteps, f.steps)
     steps = f.steps if f.sampler == "ddim" else cfg.diffusion.num_timesteps
     out = Path(f.out or Path(f.workdir) / "samples" / f"{f.sampler}_{steps}.npz")
     if out.suffix != ".npz":
