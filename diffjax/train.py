@@ -94,8 +94,10 @@ def restore_ema(workdir, mesh=None):
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(mesh)),
                             abstract._asdict())
     mngr = checkpoint.manager(workdir, create=False)
-    state = checkpoint.restore(mngr, abstract)
-    mngr.close()
+    try:
+        state = checkpoint.restore(mngr, abstract)
+    finally:
+        mngr.close()
     return cfg, graphdef, state["ema_params"], int(state["step"])
 
 

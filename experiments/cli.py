@@ -1,5 +1,6 @@
 """What every entry point shares: config flags, logging, and one-line errors instead of tracebacks."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -24,8 +25,10 @@ def run(main) -> None:
         try:
             main(argv)
         except USER_ERRORS as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            # Leave at once: after a failed restore, Orbax's background event loop prints
+            # tracebacks during interpreter shutdown. Every file we write is already complete.
+            os._exit(2)
         except KeyboardInterrupt as e:
             print(str(e) or "interrupted", file=sys.stderr)
             sys.exit(130)
