@@ -37,15 +37,10 @@ def _small(num_classes=0, dropout=0.0):
     """A small UNet with random weights everywhere (the output layers start near zero otherwise)."""
     model = init_unet(jax.random.PRNGKey(0), image_size=8, in_channels=2, ch=8, ch_mult=(1, 2), num_res_blocks=1,
                       attn_resolutions=(4,), groups=4, num_classes=num_classes, dropout=dropout)
-    nnx.update(model, _randomize(nnx.state(model, nnx.Param)))
+    rng = np.random.default_rng(0)  # numpy: XLA compiles jax.random for ~50 shapes slowly on CPU
+    params = nnx.state(model, nnx.Param)
+    nnx.update(model, jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape) * 0.2, p.dtype), params))
     return model
-
-
-@jax.jit
-def _randomize(params):
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.PRNGKey(0), len(leaves))
-    return jax.tree.unflatten(treedef, [jax.random.normal(k, p.shape) * 0.2 for k, p in zip(keys, leaves)])
 
 
 @nnx.jit(static_argnames="train")
