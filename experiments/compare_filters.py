@@ -85,43 +85,54 @@ def best_table(results) -> str:
     return "\n".join(rows) + "\n"
 
 
-def plot_vs_level(results, key, path) -> None:
+def _panels(results, path, draw) -> None:
+    """One panel per degradation (4 per row), each drawn by draw(ax, kind, style); a shared method style."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     kinds = sorted({r["degradation"] for r in results})
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4 * len(kinds), 3.6), squeeze=False)
-    for ax, kind in zip(axes[0], kinds):
+    names = sorted({r["method"] for r in results})
+    colors, markers = plt.get_cmap("tab20").colors, "osv^DPX*h<>p"
+    style = {n: dict(color=colors[i % 20], marker=markers[i % len(markers)]) for i, n in enumerate(names)}
+    ncols = min(4, len(kinds))
+    nrows = -(-len(kinds) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.8 * nrows), squeeze=False)
+    for ax in axes.flat[len(kinds):]:
+        ax.axis("off")
+    for ax, kind in zip(axes.flat, kinds):
+        draw(ax, kind, style)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_vs_level(results, key, path) -> None:
+    """Mean `key` (psnr or ssim) with standard errors against the degradation level, per method."""
+
+    def draw(ax, kind, style):
         group = [r for r in results if r["degradation"] == kind]
         for name in sorted({r["method"] for r in group}):
             rs = sorted((r for r in group if r["method"] == name), key=lambda r: r["level"])
             ax.errorbar([r["level"] for r in rs], [r[key] for r in rs], yerr=[r[key + "_se"] for r in rs],
-                        marker="o", ms=3, capsize=2, label=name)
+                        ms=4, capsize=2, label=name, **style[name])
         ax.set(title=kind, xlabel="level", ylabel=key.upper())
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+
+    _panels(results, path, draw)
 
 
 def plot_psnr_vs_edginess(results, edginess, path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Per-image PSNR against the clean image's edginess, at each degradation's first level."""
 
-    kinds = sorted({r["degradation"] for r in results})
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4 * len(kinds), 3.6), squeeze=False)
-    for ax, kind in zip(axes[0], kinds):
+    def draw(ax, kind, style):
         first = min(r["level"] for r in results if r["degradation"] == kind)
         for r in (r for r in results if r["degradation"] == kind and r["level"] == first):
-            ax.scatter(edginess, r["psnr_per_image"], s=4, alpha=0.5, label=r["method"])
+            ax.scatter(edginess, r["psnr_per_image"], s=6, alpha=0.5, label=r["method"], **style[r["method"]])
         ax.set(title=f"{kind} {first}", xlabel="edginess of the clean image", ylabel="PSNR (dB)")
-        ax.legend(fontsize=6, markerscale=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+
+    _panels(results, path, draw)
 
 
 def _display(obs, shape):
