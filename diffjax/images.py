@@ -53,3 +53,24 @@ def save_npz(path, images_uint8: np.ndarray, **extra) -> None:
 def write_text(path, text: str) -> None:
     """Writes a text file atomically."""
     _atomic(path, lambda f: f.write(text.encode()))
+
+
+def save_labelled_rows(path, rows, ncols: int = 8) -> None:
+    """Saves a figure of labelled rows: rows is a list of (label, float [-1, 1] NHWC images)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    strips = [grid(to_uint8(x[:ncols]), ncols) for _, x in rows]
+    h, w, _ = strips[0].shape
+    margin = 1.8  # inches for the labels
+    width = w / 40 + margin
+    fig, axes = plt.subplots(len(rows), 1, figsize=(width, len(rows) * h / 40), squeeze=False)
+    fig.subplots_adjust(left=margin / width, right=0.99, top=0.99, bottom=0.01, hspace=0.08)
+    for ax, (label, _), strip in zip(axes[:, 0], rows, strips):
+        ax.imshow(strip[..., 0] if strip.shape[-1] == 1 else strip, cmap="gray", vmin=0, vmax=255)
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    _atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)

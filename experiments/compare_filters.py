@@ -160,10 +160,10 @@ def main(argv):
         task_key = jax.random.fold_in(jax.random.fold_in(key, hash(kind) % 2**31), int(level * 1000))
         r, x_hat, obs = evaluate(kind, level, method, val, test, task_key)
         results.append(r)
-        rows = examples.setdefault((kind, level), [test[:8], _display(obs, test.shape)])
-        rows.append(x_hat[:8])
+        rows = examples.setdefault((kind, level), [("clean", test[:8]), ("degraded", _display(obs, test.shape))])
+        rows.append((method.name, x_hat[:8]))
     for (kind, level), rows in examples.items():
-        images.save_grid(workdir / "examples" / f"{kind}_{level}.png", np.concatenate(rows) * 2 - 1, ncols=8)
+        images.save_labelled_rows(workdir / "examples" / f"{kind}_{level}.png", [(n, x * 2 - 1) for n, x in rows])
     images.write_text(workdir / "results.json", json.dumps(results, indent=1))
     table = best_table(results)
     images.write_text(workdir / "table.md", table)
@@ -171,7 +171,7 @@ def main(argv):
     plot_vs_level(results, "ssim", workdir / "ssim_vs_level.png")
     plot_psnr_vs_edginess(results, np.asarray(metrics.edginess(test)), workdir / "psnr_vs_edginess.png")
     print(table)
-    print(f"-> {workdir} (example rows: clean, degraded, then each method in the order of results.json)")
+    print(f"-> {workdir}")
 
 
 if __name__ == "__main__":
