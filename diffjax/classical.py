@@ -81,10 +81,11 @@ def harmonic_inpaint(y, mask, iterations: int = 400):
 
 # --- library restorers, per image --------------------------------------------------------------------------
 
-def _per_image(fn, y, **kw):
-    """Applies fn([H, W] or [H, W, 3] numpy image) -> same shape to each image of a batch."""
+def _per_image(fn, y, masks=None, **kw):
+    """Applies fn([H, W] or [H, W, 3] numpy image, [mask [H, W],] **kw) -> same shape to each image."""
     y = np.asarray(y, np.float64)
-    out = [fn(img[..., 0] if img.shape[-1] == 1 else img, **kw) for img in y]
+    masks = [{}] * len(y) if masks is None else [{"mask": m[..., 0]} for m in np.asarray(masks, np.float64)]
+    out = [fn(img[..., 0] if img.shape[-1] == 1 else img, **m, **kw) for img, m in zip(y, masks)]
     return jnp.asarray(np.stack(out).reshape(y.shape), jnp.float32)
 
 
@@ -166,16 +167,6 @@ def _grid(**axes):
     return tuple(dict(zip(keys, values)) for values in itertools.product(*axes.values()))
 
 
-def _with_mask(fn):
-    return lambda obs, **kw: _per_image_masked(fn, obs, **kw)
-
-
-def _per_image_masked(fn, obs, **kw):
-    y, mask = np.asarray(obs.y, np.float64), np.asarray(obs.mask, np.float64)
-    out = [fn(img[..., 0] if img.shape[-1] == 1 else img, m[..., 0], **kw) for img, m in zip(y, mask)]
-    return jnp.asarray(np.stack(out).reshape(y.shape), jnp.float32)
-
-
 METHODS: dict[str, Method] = {m.name: m for m in [
     Method("degraded", NOISE + ("blur",), ({},), lambda obs: obs.y),
     Method("heat", NOISE, _grid(t=(0.1, 0.25, 0.5, 1.0, 2.0)), lambda obs, t: heat(obs.y, t)),
@@ -195,7 +186,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("richardson_lucy", ("blur",), _grid(num_iter=(5, 10, 30)),
            lambda obs, num_iter: _per_image(_richardson_lucy, obs.y, std=obs.level, num_iter=num_iter)),
     Method("harmonic", INPAINT, ({},), lambda obs: harmonic_inpaint(obs.y, obs.mask)),
-    Method("biharmonic", INPAINT, ({},), _with_mask(_biharmonic)),
+    Method("biharmonic", INPAINT, ({},), lambda obs: _per_image(_biharmonic, obs.y, masks=obs.mask)),
     Method("nearest", ("downsample",), ({},), lambda obs: _resize(obs.y, int(obs.level), 0)),
     Method("bilinear", ("downsample",), ({},), lambda obs: _resize(obs.y, int(obs.level), 1)),
     Method("bicubic", ("downsample",), ({},), lambda obs: _resize(obs.y, int(obs.level), 3)),
