@@ -1,9 +1,27 @@
-"""Orbax checkpoints of the train state: save, restore (onto given shardings), resume."""
+"""Orbax checkpoints of the train state that prove themselves: save, verify, restore, fall back.
 
+Orbax and TensorStore do not check the bytes they read, so after Orbax commits a step we write
+`checkpoints/<step>/sha256.json`: the SHA-256 of every file of the step. A restore verifies that
+manifest before Orbax touches the step, then checks that every restored array is finite. A step
+that fails is named in one warning line and the restore falls back to the newest intact step;
+if none is intact, `CheckpointError` says what to do. Steps written before manifests existed
+still load, with a note that they carry no checksum.
+"""
+
+import hashlib
+import json
+import logging
+import shutil
 from pathlib import Path
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+from diffjax import images
+
+MANIFEST = "sha256.json"
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
@@ -19,26 +37,106 @@ def manager(workdir, max_to_keep: int = 2, create: bool = True) -> ocp.Checkpoin
     return ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create))
 
 
+def _digests(step_dir: Path) -> dict:
+    """SHA-256 of every file under a step directory (the manifest itself excluded), by relative path."""
+    return {str(p.relative_to(step_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(step_dir.rglob("*")) if p.is_file() and p.name != MANIFEST}
+
+
 def save(mngr: ocp.CheckpointManager, step: int, state) -> None:
-    """Saves `state` (any pytree of arrays) at `step` and waits until it is on disk."""
-    mngr.save(step, args=ocp.args.StandardSave(state), force=True)
-    mngr.wait_until_finished()
+    """Saves `state` (any pytree of arrays) at `step`, waits until it is on disk, then writes its manifest.
+
+    A failing write (e.g. a full disk) raises and leaves the earlier steps as they were.
+    """
+    step_dir = Path(mngr.directory) / str(step)
+    try:
+        mngr.save(step, args=ocp.args.StandardSave(state), force=True)
+        mngr.wait_until_finished()
+        images.write_text(step_dir / MANIFEST, json.dumps(_digests(step_dir), indent=0))
+    except OSError as e:
+        kept = [s for s in steps(mngr) if s != step]
+        raise CheckpointError(f"writing checkpoint step {step} failed ({e}); "
+                              + (f"step {kept[0]} is intact" if kept else "no earlier step exists")
+                              + f" in {mngr.directory}; free disk space and run again to resume") from e
+
+
+def verify(step_dir: Path) -> str | None:
+    """Why a step directory's files do not match its manifest (None if they do, or if it has none)."""
+    manifest = step_dir / MANIFEST
+    if not manifest.exists():
+        return None
+    try:
+        expected = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return "its checksum manifest is unreadable"
+    actual = _digests(step_dir)
+    missing = sorted(set(expected) - set(actual))
+    changed = sorted(k for k in expected if k in actual and actual[k] != expected[k])
+    if missing:
+        return f"{len(missing)} file(s) missing, e.g. {missing[0]}"
+    if changed:
+        return f"{len(changed)} file(s) changed since they were written, e.g. {changed[0]}"
+    return None
+
+
+def _non_finite(state) -> str | None:
+    leaves = jax.tree_util.tree_leaves_with_path(state)
+    bad = [jax.tree_util.keystr(p) for p, a in leaves
+           if np.issubdtype(np.asarray(a).dtype, np.floating) and not np.all(np.isfinite(np.asarray(a)))]
+    return f"non-finite values in {len(bad)} array(s), e.g. {bad[0]}" if bad else None
+
+
+def steps(mngr) -> list[int]:
+    """Step directories on disk, newest first (Orbax's own list skips steps it cannot parse)."""
+    root = Path(mngr.directory)
+    return sorted((int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True) \
+        if root.is_dir() else []
 
 
 def restore(mngr: ocp.CheckpointManager, target, step: int | None = None):
-    """Restores the latest (or given) step into the structure, dtypes and shardings of `target`.
+    """Restores the newest intact step (or exactly `step`) into the structure, dtypes and shardings of `target`.
 
-    `target` may hold arrays or `jax.ShapeDtypeStruct`s. Raises `CheckpointError` with what
-    to do when there is no checkpoint or it cannot be read.
+    `target` may hold arrays or `jax.ShapeDtypeStruct`s. A step is intact when its files match
+    its manifest, Orbax reads it into `target`'s structure, and every float array is finite.
+    Damaged steps are named in one warning line each; with none intact, raises `CheckpointError`.
     """
-    step = mngr.latest_step() if step is None else step
-    if step is None:
+    candidates = steps(mngr) if step is None else [step]
+    if not candidates:
         raise CheckpointError(f"no checkpoint in {mngr.directory}: train first, or pass the run directory "
                               f"that holds one")
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    try:
-        return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
-    except Exception as e:  # Orbax/TensorStore raise many types for unreadable data
-        raise CheckpointError(f"checkpoint {mngr.directory / str(step)} is corrupt or does not match this "
-                              f"model ({type(e).__name__}); delete that step directory to fall back to an "
-                              f"earlier one, or start a new --workdir") from e
+    problems = []
+    for s in candidates:
+        step_dir = Path(mngr.directory) / str(s)
+        problem = verify(step_dir) if step_dir.is_dir() else "it does not exist"
+        if problem is None:
+            if not (step_dir / MANIFEST).exists():
+                log.warning("checkpoint %s carries no checksum (written before checksums, or interrupted "
+                            "before its manifest); checking its values only", step_dir)
+            try:
+                state = mngr.restore(s, args=ocp.args.StandardRestore(abstract))
+            except Exception as e:  # Orbax/TensorStore raise many types for unreadable data
+                problem = f"Orbax cannot read it into this model ({type(e).__name__})"
+            else:
+                problem = _non_finite(state)
+                if problem is None:
+                    return state
+        problems.append(f"step {s}: {problem}")
+        if step is None:
+            log.warning("checkpoint %s is damaged (%s); falling back to an earlier step", step_dir, problem)
+    raise CheckpointError(f"no intact checkpoint in {mngr.directory} ({'; '.join(problems)}): delete the damaged "
+                          f"step directories and train again, or start a new --workdir")
+
+
+def set_aside_after(mngr: ocp.CheckpointManager, step: int) -> None:
+    """Moves step directories newer than `step` (damaged ones a restore skipped) to `<workdir>/damaged/`,
+    so that training can write those steps again; nothing is deleted."""
+    root = Path(mngr.directory)
+    for s in steps(mngr):
+        if s > step:
+            dest = root.parent / "damaged" / str(s)
+            if dest.exists():
+                shutil.rmtree(dest)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(root / str(s)), dest)
+            log.warning("moved damaged checkpoint %s to %s", root / str(s), dest)

@@ -181,9 +181,11 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
     _write_config(workdir, cfg)
     graphdef, state, sample_key = init_state(cfg, mesh)
     mngr = checkpoint.manager(workdir)
-    if mngr.latest_step() is not None:
-        state = checkpoint.restore(mngr, state._asdict())
-        state = TrainState(**state)
+    if checkpoint.steps(mngr):
+        state = TrainState(**checkpoint.restore(mngr, state._asdict()))
+        mngr.close()
+        checkpoint.set_aside_after(mngr, int(state.step))
+        mngr = checkpoint.manager(workdir)
     start = int(state.step)
     metrics_path = workdir / "metrics.jsonl"
     _truncate_metrics(metrics_path, start)

@@ -26,8 +26,10 @@ def run(main) -> None:
             main(argv)
         except USER_ERRORS as e:
             print(f"error: {e}", file=sys.stderr, flush=True)
-            # Leave at once: after a failed restore, Orbax's background event loop prints
-            # tracebacks during interpreter shutdown. Every file we write is already complete.
+            # Leave at once and silence stderr first: reads that Orbax abandoned may still call back
+            # into its closed event loop from TensorStore threads and print tracebacks. Every file
+            # we write is already complete (written under a temporary name and renamed).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
             os._exit(2)
         except KeyboardInterrupt as e:
             print(str(e) or "interrupted", file=sys.stderr)

@@ -90,14 +90,25 @@ def test_sampling_from_missing_or_empty_run_directory(trained, tmp_path):
                           "no checkpoints")
 
 
-def test_corrupt_checkpoint_gives_clear_error(trained, tmp_path):
+def test_corrupt_checkpoint_falls_back_then_gives_one_clear_error(trained, tmp_path):
     workdir = tmp_path / "run"
     shutil.copytree(trained, workdir)
-    for f in (workdir / "checkpoints" / "4").rglob("*"):
-        if f.is_file() and f.parent.name == "d":
-            f.write_bytes(b"garbage")
-    assert_one_line_error(run("experiments.sample", f"--workdir={workdir}", "--steps=5", expect_ok=False),
-                          "corrupt")
+    out = tmp_path / "s.npz"
+
+    def garble(step):
+        for f in (workdir / "checkpoints" / step).rglob("*"):
+            if f.is_file() and f.parent.name == "d":
+                f.write_bytes(b"garbage")
+
+    garble("4")
+    p = run("experiments.sample", f"--workdir={workdir}", "--steps=5", "--num=8", f"--out={out}")
+    assert "checkpoints/4 is damaged" in p.stderr and "from step 2" in p.stdout
+    assert np.load(out)["images"].std() > 0
+    garble("2")
+    out.unlink()
+    assert_one_line_error(run("experiments.sample", f"--workdir={workdir}", "--steps=5", f"--out={out}",
+                              expect_ok=False), "no intact checkpoint")
+    assert not out.exists()
 
 
 def test_compare_filters_end_to_end_on_a_tiny_setting(tmp_path):
