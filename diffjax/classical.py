@@ -1,12 +1,14 @@
 """Classical restorers behind one interface, so experiments loop over a registry.
 
-In JAX (jitted, differentiable in their parameters): the heat equation, Perona-Malik
-anisotropic diffusion and harmonic inpainting. Through the libraries made for them:
-median, TV (Chambolle), bilateral, NL-means, BM3D, Wiener, Richardson-Lucy, biharmonic
-inpainting and bilinear/bicubic resizing. Images are float32 NHWC in [0, 1].
+In JAX (jitted, differentiable in their parameters): the heat equation, Perona-Malik anisotropic
+diffusion, harmonic inpainting, a bilateral filter, and total-variation restoration by a
+primal-dual (Chambolle-Pock) iteration: TV deconvolution, TV super-resolution and TV-L1. Through
+the libraries made for them: median, TV denoising (Chambolle), NL-means, BM3D (also behind the
+Anscombe transform for Poisson noise), Wiener, Richardson-Lucy, biharmonic inpainting and
+bilinear/bicubic resizing. Images are float32 NHWC in [0, 1].
 """
 
-import itertools
+import math
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable
@@ -17,23 +19,14 @@ import numpy as np
 
 from diffjax import degrade
 from diffjax.degrade import Observation
+from diffjax.heat import heat
+from diffjax.tuning import counts, scales
 
 NOISE = ("gaussian", "poisson", "salt_pepper")
 INPAINT = ("inpaint_box", "inpaint_random")
 
 
 # --- JAX restorers -------------------------------------------------------------------------------------------
-
-@jax.jit
-def heat(x, t):
-    """Solves u_t = Laplace(u), u(0) = x, for time t with Neumann boundary, exactly in the DCT-II basis:
-    u(t) = IDCT(exp(-(pi^2 (k^2/H^2 + l^2/W^2)) t) DCT(x)). Equals a Gaussian filter of sigma = sqrt(2 t)
-    with reflecting boundary (Koenderink 1984). x: [B, H, W, C]."""
-    _, h, w, _ = x.shape
-    freq = (jnp.pi * jnp.arange(h) / h)[:, None] ** 2 + (jnp.pi * jnp.arange(w) / w)[None, :] ** 2
-    coeffs = jax.scipy.fft.dctn(x, type=2, axes=(1, 2), norm="ortho")
-    return jax.scipy.fft.idctn(coeffs * jnp.exp(-freq * t)[None, :, :, None], type=2, axes=(1, 2), norm="ortho")
-
 
 DIFFUSIVITIES = {
     "exponential": lambda d2, kappa: jnp.exp(-d2 / kappa**2),       # Perona & Malik 1990, Eq. 10
@@ -79,6 +72,100 @@ def harmonic_inpaint(y, mask, iterations: int = 400):
     return jax.lax.fori_loop(0, iterations, step, u)
 
 
+def gradient(u):
+    """Forward differences with zero at the far border (Neumann): [B, H, W, C] -> [B, H, W, C, 2]."""
+    dy = jnp.pad(jnp.diff(u, axis=1), ((0, 0), (0, 1), (0, 0), (0, 0)))
+    dx = jnp.pad(jnp.diff(u, axis=2), ((0, 0), (0, 0), (0, 1), (0, 0)))
+    return jnp.stack([dy, dx], axis=-1)
+
+
+def gradient_adjoint(p):
+    """grad^T p = -div p, exactly (by transposing `gradient`). [B, H, W, C, 2] -> [B, H, W, C]."""
+    spec = jax.ShapeDtypeStruct(p.shape[:-1], p.dtype)
+    return jax.linear_transpose(gradient, spec)(p)[0]
+
+
+def total_variation(u):
+    """Isotropic TV(u) = sum over pixels and channels of |grad u|_2. [B, H, W, C] -> [B]."""
+    return jnp.sqrt(jnp.sum(gradient(u) ** 2, axis=-1)).sum(axis=(1, 2, 3))
+
+
+def operator(kind: str, level) -> degrade.LinearOperator:
+    """The linear operator A of a degradation that has one without a random mask (blur, downsample)."""
+    if kind == "blur":
+        return degrade.blur_operator(float(level))
+    if kind == "downsample":
+        return degrade.downsample_operator(int(level))
+    raise ValueError(f"no fixed linear operator for {kind!r}; TV restoration handles blur and downsample")
+
+
+@partial(jax.jit, static_argnames=("kind", "level", "fidelity", "iterations"))
+def tv_pdhg(y, lam, *, kind: str = "identity", level=0.0, fidelity: str = "l2", iterations: int = 300):
+    """Total-variation restoration by the primal-dual algorithm of Chambolle & Pock (2011, Alg. 1, theta = 1).
+
+    fidelity "l2": min_{0<=x<=1} 1/2 ||A x - y||^2 + lam TV(x) (TV deconvolution / super-resolution),
+      with A the exact operator of degradation `kind` at `level` and its adjoint; K = (grad, A),
+      duals p (projected onto |p| <= lam) and q (prox of the conjugate of 1/2 ||. - y||^2).
+    fidelity "l1": min_{0<=x<=1} ||x - y||_1 + lam TV(x) (TV-L1 for impulse noise), K = grad; the
+      primal prox is a soft-threshold towards y, then the box.
+    Step sizes tau = sigma = 0.99 / ||K|| with ||grad||^2 <= 8 and ||A|| <= 1.
+    Returns (x [B, H, W, C] with A's input shape, p [..., 2], q [y's shape]).
+    """
+    op = (lambda x: x) if kind == "identity" else operator(kind, level)
+    adjoint = (lambda r: r) if kind == "identity" else op.adjoint
+    step = 0.99 / math.sqrt(8.0 + (1.0 if fidelity == "l2" else 0.0))
+    x = jnp.clip(adjoint(y) / adjoint(jnp.ones_like(y)), 0.0, 1.0)   # normalised back-projection
+    p = jnp.zeros(x.shape + (2,), x.dtype)
+    q = jnp.zeros_like(y)
+
+    def body(_, carry):
+        x, x_bar, p, q = carry
+        p = p + step * gradient(x_bar)
+        p = p / jnp.maximum(1.0, jnp.sqrt(jnp.sum(p * p, -1, keepdims=True)) / lam)
+        if fidelity == "l2":
+            q = (q + step * (op(x_bar) - y)) / (1.0 + step)
+            x_new = jnp.clip(x - step * (gradient_adjoint(p) + adjoint(q)), 0.0, 1.0)
+        else:
+            v = x - step * gradient_adjoint(p) - y
+            x_new = jnp.clip(y + jnp.sign(v) * jnp.maximum(jnp.abs(v) - step, 0.0), 0.0, 1.0)
+        return x_new, 2.0 * x_new - x, p, q
+
+    x, _, p, q = jax.lax.fori_loop(0, iterations, body, (x, x, p, q))
+    return x, p, q
+
+
+@partial(jax.jit, static_argnames=("radius",))
+def bilateral(x, sigma_color, sigma_spatial, radius: int):
+    """Bilateral filter (Tomasi & Manduchi 1998) with reflecting boundary:
+    u(i) = sum_j w_ij x(j) / sum_j w_ij over the (2r+1)^2 window,
+    w_ij = exp(-|i - j|^2 / (2 sigma_spatial^2)) exp(-|x(i) - x(j)|^2 / (2 sigma_color^2)),
+    |x(i) - x(j)| over all channels. With sigma_color -> inf it is the normalised Gaussian blur."""
+    _, h, w, _ = x.shape
+    padded = jnp.pad(x, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="symmetric")
+    num, den = jnp.zeros_like(x), jnp.zeros_like(x[..., :1])
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            nb = padded[:, radius + dy: radius + dy + h, radius + dx: radius + dx + w]
+            wgt = jnp.exp(-(dy * dy + dx * dx) / (2 * sigma_spatial**2)
+                          - jnp.sum((nb - x) ** 2, -1, keepdims=True) / (2 * sigma_color**2))
+            num, den = num + wgt * nb, den + wgt
+    return num / den
+
+
+def anscombe(z):
+    """Anscombe's variance-stabilising transform 2 sqrt(z + 3/8): Poisson counts -> std ~ 1."""
+    return 2.0 * np.sqrt(np.maximum(z, 0.0) + 3.0 / 8.0)
+
+
+def inverse_anscombe(d):
+    """Closed-form approximation of the exact unbiased inverse of the Anscombe transform
+    (Makitalo & Foi 2011, "A closed-form approximation of the exact unbiased inverse of the Anscombe
+    variance-stabilizing transformation", Eq. 1): E[anscombe(z) | lambda] = d  ->  lambda."""
+    d = np.maximum(d, 0.8)
+    s = np.sqrt(1.5)
+    return np.maximum(d**2 / 4 + s / (4 * d) - 11 / (8 * d**2) + 5 * s / (8 * d**3) - 1 / 8, 0.0)
+
+
 # --- library restorers, per image --------------------------------------------------------------------------
 
 def _per_image(fn, y, masks=None, **kw):
@@ -94,20 +181,16 @@ def _psf(std):
     return np.outer(k, k)
 
 
-def _median(img, size):
+def _median(img, size, passes=1):
     import scipy.ndimage as ndi
-    return ndi.median_filter(img, size=(size, size) + (1,) * (img.ndim - 2), mode="reflect")
+    for _ in range(passes):
+        img = ndi.median_filter(img, size=(size, size) + (1,) * (img.ndim - 2), mode="reflect")
+    return img
 
 
 def _tv(img, weight):
     from skimage.restoration import denoise_tv_chambolle
     return denoise_tv_chambolle(img, weight=weight, channel_axis=-1 if img.ndim == 3 else None)
-
-
-def _bilateral(img, sigma_color, sigma_spatial):
-    from skimage.restoration import denoise_bilateral
-    return denoise_bilateral(np.clip(img, 0, 1), sigma_color=sigma_color, sigma_spatial=sigma_spatial,
-                             channel_axis=-1 if img.ndim == 3 else None)
 
 
 def _nl_means(img, h):
@@ -119,6 +202,12 @@ def _nl_means(img, h):
 def _bm3d(img, sigma):
     import bm3d
     return bm3d.bm3d(img, sigma_psd=sigma)
+
+
+def _bm3d_anscombe(img, peak, scale):
+    """BM3D in the Anscombe domain of the counts peak * y (noise std 1 there, times `scale`), then the
+    exact unbiased inverse."""
+    return inverse_anscombe(_bm3d(anscombe(img * peak), scale)) / peak
 
 
 def _wiener(img, std, balance):
@@ -154,42 +243,62 @@ def _resize(y, factor, order):
 @dataclass(frozen=True)
 class Method:
     """A restorer: `restore(obs, **params) -> x_hat` [B, H, W, C], for the degradation kinds in
-    `applies_to`, tuned over `grid` (a tuple of parameter dicts)."""
+    `applies_to`, tuned over `grid` (parameter name -> `tuning.Axis`; the grid grows past its edges)."""
 
     name: str
     applies_to: tuple
-    grid: tuple
+    grid: dict
     restore: Callable
 
+    def first_params(self) -> dict:
+        return {k: a.values[0] for k, a in self.grid.items()}
 
-def _grid(**axes):
-    keys = list(axes)
-    return tuple(dict(zip(keys, values)) for values in itertools.product(*axes.values()))
+
+def _bilateral_method(obs, sigma_color, sigma_spatial):
+    return bilateral(obs.y, sigma_color, sigma_spatial, radius=int(math.ceil(3 * sigma_spatial)))
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [
-    Method("degraded", NOISE + ("blur",), ({},), lambda obs: obs.y),
-    Method("heat", NOISE, _grid(t=(0.1, 0.25, 0.5, 1.0, 2.0)), lambda obs, t: heat(obs.y, t)),
-    Method("perona_malik_exp", NOISE, _grid(kappa=(0.05, 0.1, 0.2, 0.4), steps=(5, 20)),
+    Method("degraded", NOISE + ("blur",), {}, lambda obs: obs.y),
+    Method("heat", NOISE, {"t": scales(0.1, 0.25, 0.5, 1.0, 2.0, lo=1e-3, hi=50.0)},
+           lambda obs, t: heat(obs.y, t)),
+    Method("perona_malik_exp", NOISE, {"kappa": scales(0.05, 0.1, 0.2, 0.4, hi=10.0), "steps": counts(5, 20, hi=200)},
            lambda obs, kappa, steps: perona_malik(obs.y, kappa, steps, 0.2, "exponential")),
-    Method("perona_malik_rational", NOISE, _grid(kappa=(0.05, 0.1, 0.2, 0.4), steps=(5, 20)),
+    Method("perona_malik_rational", NOISE,
+           {"kappa": scales(0.05, 0.1, 0.2, 0.4, hi=10.0), "steps": counts(5, 20, hi=200)},
            lambda obs, kappa, steps: perona_malik(obs.y, kappa, steps, 0.2, "rational")),
-    Method("median", NOISE, _grid(size=(3, 5)), lambda obs, size: _per_image(_median, obs.y, size=size)),
-    Method("tv_chambolle", NOISE + ("blur",), _grid(weight=(0.05, 0.1, 0.2, 0.4, 0.8)),
+    Method("median", NOISE, {"size": counts(3, 5, lo=3, hi=9), "passes": counts(1, 2, 3, hi=8)},
+           lambda obs, size, passes: _per_image(_median, obs.y, size=size, passes=passes)),
+    Method("tv_chambolle", NOISE + ("blur",), {"weight": scales(0.05, 0.1, 0.2, 0.4, 0.8, hi=10.0)},
            lambda obs, weight: _per_image(_tv, obs.y, weight=weight)),
-    Method("bilateral", NOISE, _grid(sigma_color=(0.1, 0.3), sigma_spatial=(1.0, 2.0)),
-           lambda obs, **kw: _per_image(_bilateral, obs.y, **kw)),
-    Method("nl_means", NOISE, _grid(h=(0.05, 0.1, 0.2, 0.4, 0.6)), lambda obs, h: _per_image(_nl_means, obs.y, h=h)),
-    Method("bm3d", NOISE, _grid(sigma=(0.05, 0.1, 0.2, 0.3, 0.5)), lambda obs, sigma: _per_image(_bm3d, obs.y, sigma=sigma)),
-    Method("wiener", ("blur",), _grid(balance=(0.003, 0.01, 0.03, 0.1)),
+    Method("tv_l1", ("salt_pepper",), {"lam": scales(0.3, 0.6, 1.2, lo=0.01, hi=10.0)},
+           lambda obs, lam: tv_pdhg(obs.y, lam, fidelity="l1", iterations=400)[0]),
+    Method("tv_deconv", ("blur",), {"lam": scales(0.001, 0.003, 0.01, 0.03, lo=1e-5, hi=1.0),
+                                    "iterations": counts(100, 300, hi=2000)},
+           lambda obs, lam, iterations: tv_pdhg(obs.y, lam, kind="blur", level=float(obs.level),
+                                                iterations=iterations)[0]),
+    Method("tv_sr", ("downsample",), {"lam": scales(0.001, 0.003, 0.01, 0.03, lo=1e-5, hi=1.0),
+                                      "iterations": counts(100, 300, hi=2000)},
+           lambda obs, lam, iterations: tv_pdhg(obs.y, lam, kind="downsample", level=int(obs.level),
+                                                iterations=iterations)[0]),
+    Method("bilateral", NOISE, {"sigma_color": scales(0.1, 0.3, hi=10.0), "sigma_spatial": scales(1.0, 2.0, lo=0.3,
+                                                                                                  hi=4.0)},
+           _bilateral_method),
+    Method("nl_means", NOISE, {"h": scales(0.05, 0.1, 0.2, 0.4, 0.6, hi=10.0)},
+           lambda obs, h: _per_image(_nl_means, obs.y, h=h)),
+    Method("bm3d", ("gaussian",), {"scale": scales(0.8, 1.0, 1.25, lo=0.2, hi=5.0)},
+           lambda obs, scale: _per_image(_bm3d, obs.y, sigma=scale * float(obs.level))),
+    Method("bm3d_anscombe", ("poisson",), {"scale": scales(0.8, 1.0, 1.25, lo=0.2, hi=5.0)},
+           lambda obs, scale: _per_image(_bm3d_anscombe, obs.y, peak=float(obs.level), scale=scale)),
+    Method("wiener", ("blur",), {"balance": scales(0.003, 0.01, 0.03, 0.1, lo=1e-5, hi=10.0)},
            lambda obs, balance: _per_image(_wiener, obs.y, std=obs.level, balance=balance)),
-    Method("richardson_lucy", ("blur",), _grid(num_iter=(5, 10, 30)),
+    Method("richardson_lucy", ("blur",), {"num_iter": counts(10, 30, 100, 200, hi=1000)},
            lambda obs, num_iter: _per_image(_richardson_lucy, obs.y, std=obs.level, num_iter=num_iter)),
-    Method("harmonic", INPAINT, ({},), lambda obs: harmonic_inpaint(obs.y, obs.mask)),
-    Method("biharmonic", INPAINT, ({},), lambda obs: _per_image(_biharmonic, obs.y, masks=obs.mask)),
-    Method("nearest", ("downsample",), ({},), lambda obs: _resize(obs.y, int(obs.level), 0)),
-    Method("bilinear", ("downsample",), ({},), lambda obs: _resize(obs.y, int(obs.level), 1)),
-    Method("bicubic", ("downsample",), ({},), lambda obs: _resize(obs.y, int(obs.level), 3)),
+    Method("harmonic", INPAINT, {}, lambda obs: harmonic_inpaint(obs.y, obs.mask)),
+    Method("biharmonic", INPAINT, {}, lambda obs: _per_image(_biharmonic, obs.y, masks=obs.mask)),
+    Method("nearest", ("downsample",), {}, lambda obs: _resize(obs.y, int(obs.level), 0)),
+    Method("bilinear", ("downsample",), {}, lambda obs: _resize(obs.y, int(obs.level), 1)),
+    Method("bicubic", ("downsample",), {}, lambda obs: _resize(obs.y, int(obs.level), 3)),
 ]}
 
 

@@ -126,6 +126,16 @@ def test_compare_filters_end_to_end_on_a_tiny_setting(tmp_path):
         assert (out / name).stat().st_size > 1000
 
 
+def test_compare_filters_gives_the_same_numbers_in_two_processes(tmp_path):
+    args = ("--num_images=4", "--num_val=2", "--degradations=salt_pepper,poisson", "--methods=median,tv_l1,heat")
+    results = []
+    for name in ("a", "b"):
+        run("experiments.compare_filters", *args, f"--workdir={tmp_path / name}")
+        rs = json.loads((tmp_path / name / "results.json").read_text())
+        results.append([{k: v for k, v in r.items() if k != "seconds_per_image"} for r in rs])
+    assert results[0] == results[1] and len(results[0]) == 9
+
+
 @pytest.mark.parametrize("args, needles", [
     (("--degradations=jpeg",), ("jpeg",)),
     (("--methods=wavelet",), ("wavelet",)),

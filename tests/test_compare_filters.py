@@ -27,4 +27,4 @@ def test_best_table_picks_highest_psnr_per_degradation_and_level():
     results = [dict(degradation="gaussian", level=0.1, method=m, psnr=p, psnr_se=0.1, ssim=0.5, ssim_se=0.01,
                     params={}) for m, p in (("heat", 20.0), ("bm3d", 25.0))]
     table = best_table(results)
-    assert "| gaussian | 0.1 | bm3d | 25.00" in table and "heat" not in table
+    assert "| gaussian | 0.1 | bm3d | 25.00 ± 0.10 | 0.500 ± 0.010 | {} | heat | 20.00" in table
