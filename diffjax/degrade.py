@@ -134,9 +134,12 @@ def _noise(fn):
     return lambda key, x, level: Observation(fn(key, x, level))
 
 
-def _blur(key, x, std, noise_sigma: float = 0.01):
+BLUR_NOISE_SIGMA = 0.01  # the Gaussian noise added after every blur
+
+
+def _blur(key, x, std):
     op = blur_operator(std)
-    return Observation(gaussian_noise(key, op(x), noise_sigma), op)
+    return Observation(gaussian_noise(key, op(x), BLUR_NOISE_SIGMA), op)
 
 
 def _inpaint_box(key, x, size):

@@ -1,0 +1,341 @@
+"""Restoration by conditioned reverse sampling: a trained eps_fn plus an observation -> posterior samples.
+
+Every method runs `samplers.ddim_sample` (one `lax.scan` in one jit) and conditions it through the
+sampler's hook on (x0_hat, noise), through its explicit timesteps and start, or by wrapping eps_fn;
+none forks the DDIM update. Observations and results are in [0, 1] image units, the model works in
+[-1, 1]: for a linear A with A(1) known, x_m = 2 x - 1 gives y_m = 2 y - A(1) and noise std 2 sigma.
+
+Methods (`METHODS`, each with the degradation kinds it restores and its tuning grid):
+  denoise: Gaussian denoising with no guidance. y_m = x_m + 2 sigma n is, scaled by sqrt(alpha_bar_t),
+    a draw of x_t where (1 - alpha_bar_t) / alpha_bar_t = (2 sigma)^2; we start at the first integer t
+    whose ratio r_t is at least that, adding the missing noise sqrt(r_t - 4 sigma^2) exactly.
+  repaint: RePaint (Lugmayr et al. 2022): known pixels replaced by the forward-noised observation at
+    every step, with RePaint's jumps back (jump length, number of resamplings) to harmonise.
+  ddnm: DDNM+ (Wang et al. 2023, Eq. 13-19): range/null-space decomposition x0 <- x0 - lam A^+(A x0 - y)
+    in the operator's singular basis, with the noise-aware lam_t and the reduced fresh noise of DDNM+:
+    mask (identity basis), block-average downsampling (block DCT: the DC term has singular value 1/f),
+    the reflect-boundary Gaussian blur (diagonal in the DCT-II basis). Salt & pepper: impulses are
+    detected (0 or 1 and far from the 3x3 median) and inpainted.
+  dps: Diffusion posterior sampling (Chung et al. 2023), in score form:
+    eps' = eps + sqrt(1 - alpha_bar_t) zeta grad_{x_t} ||r(y, A x0_hat(x_t))||, with a Gaussian
+    residual r = y - A x0 or the Gaussian approximation of the Poisson likelihood r = (k - lam)/sqrt(k).
+"""
+
+import functools
+import math
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffjax import degrade, gaussian, heat, samplers
+from diffjax.degrade import Observation
+from diffjax.schedules import Schedule
+from diffjax.tuning import counts, scales
+
+
+# --- units and observation checks ------------------------------------------------------------------------
+
+def _to_model(x):
+    return 2.0 * x - 1.0
+
+
+def _to_image(x):
+    return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
+
+
+def noise_sigma(obs: Observation) -> float:
+    """The std of the additive Gaussian noise of an observation, in [0, 1] units."""
+    return {"gaussian": float(obs.level), "blur": degrade.BLUR_NOISE_SIGMA}.get(obs.kind, 0.0)
+
+
+# --- the operators in their singular bases (for DDNM+) ---------------------------------------------------
+
+def blur_eigenvalues(std: float, h: int, w: int) -> jnp.ndarray:
+    """The reflect-boundary blur with taps k_j (j = -r..r) is diagonal in the DCT-II basis with eigenvalue
+    lam(k) lam(l), lam(k) = k_0 + 2 sum_{j>=1} k_j cos(pi k j / N) (exact for r < N). [H, W]."""
+    taps = np.asarray(degrade.gaussian_kernel(std), np.float64)
+    r = (len(taps) - 1) // 2
+    lam = lambda n: taps[r] + 2 * sum(taps[r + j] * np.cos(np.pi * np.arange(n) * j / n) for j in range(1, r + 1))  # noqa
+    return jnp.asarray(np.outer(lam(h), lam(w)), jnp.float32)
+
+
+def _block_dct(x, f):
+    b, h, w, c = x.shape
+    blocks = x.reshape(b, h // f, f, w // f, f, c)
+    return jax.scipy.fft.dctn(blocks, type=2, axes=(2, 4), norm="ortho").reshape(x.shape)
+
+
+def _block_idct(coeffs, f):
+    b, h, w, c = coeffs.shape
+    blocks = coeffs.reshape(b, h // f, f, w // f, f, c)
+    return jax.scipy.fft.idctn(blocks, type=2, axes=(2, 4), norm="ortho").reshape(coeffs.shape)
+
+
+def impulse_mask(y, threshold: float = 0.25):
+    """1 where a pixel is kept, 0 where it looks like an impulse: exactly 0 or 1 and more than `threshold`
+    away from the median of its 3x3 neighbourhood (edge-padded). [B, H, W, C] -> same."""
+    _, h, w, _ = y.shape
+    p = jnp.pad(y, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    med = jnp.median(jnp.stack([p[:, i:i + h, j:j + w] for i in range(3) for j in range(3)]), axis=0)
+    extreme = (y == 0.0) | (y == 1.0)
+    return 1.0 - (extreme & (jnp.abs(y - med) > threshold)).astype(y.dtype)
+
+
+class Spectral(NamedTuple):
+    """A = U diag(sv) V^T: `to` = V^T, `back` = V, sv broadcastable to the coefficients, y_hat = U^T y_m / sv
+    (the measurement in V's coordinates, 0 where sv = 0), sigma = noise std of y_m."""
+
+    y_hat: jnp.ndarray
+    sv: jnp.ndarray
+    sigma: float
+    basis: str        # "pixel", "dct", or "block<f>"
+
+
+def _to(basis, x):
+    if basis == "pixel":
+        return x
+    if basis == "dct":
+        return heat.dct(x)
+    return _block_dct(x, int(basis[5:]))
+
+
+def _back(basis, c):
+    if basis == "pixel":
+        return c
+    if basis == "dct":
+        return heat.idct(c)
+    return _block_idct(c, int(basis[5:]))
+
+
+def spectral(obs: Observation, shape) -> Spectral:
+    """The observation in the singular basis of its operator, in model units."""
+    y, (b, h, w, c) = obs.y, shape
+    sigma = 2.0 * noise_sigma(obs)
+    if obs.kind in ("inpaint_box", "inpaint_random", "salt_pepper"):
+        m = obs.mask if obs.kind != "salt_pepper" else impulse_mask(y)
+        m = jnp.broadcast_to(m, shape)
+        return Spectral(m * _to_model(y), m, sigma, "pixel")
+    if obs.kind == "blur":
+        sv = blur_eigenvalues(float(obs.level), h, w)[None, :, :, None]
+        sv = jnp.where(jnp.abs(sv) > 1e-3, sv, 0.0)
+        y_hat = jnp.where(sv != 0, heat.dct(_to_model(y)) / jnp.where(sv != 0, sv, 1.0), 0.0)
+        return Spectral(y_hat, jnp.broadcast_to(sv, shape), sigma, "dct")
+    if obs.kind == "downsample":
+        f = int(obs.level)
+        dc = jnp.zeros((f, f)).at[0, 0].set(1.0)
+        sv = jnp.tile(dc, (h // f, w // f))[None, :, :, None] / f            # 1/f at each block's DC term
+        up = jnp.repeat(jnp.repeat(_to_model(y), f, 1), f, 2)                 # y_m per block, on every pixel
+        y_hat = f * up * jnp.tile(dc, (h // f, w // f))[None, :, :, None]     # f * y_m = y_m / sv at DC
+        return Spectral(y_hat, jnp.broadcast_to(sv, shape), sigma, "block" + str(f))
+    raise ValueError(f"ddnm restores {DDNM_KINDS}, not {obs.kind!r}")
+
+
+@functools.lru_cache(maxsize=None)
+def _ddnm_condition(basis: str, sigma_y: float):
+    """The DDNM+ hook for one basis and noise level: (y_hat, sv, x0, noise, ab', key) -> (x0, noise)."""
+    return functools.partial(_ddnm_update, basis, sigma_y)
+
+
+def _ddnm_update(basis, sigma_y, y_hat, sv, x0, noise, ab_prev, key):
+    """DDNM+ (Wang et al. 2023, Eq. 17-19) per singular coordinate i with sv_i > 0:
+    lam_i = min(1, sigma_t sv_i / (a_t sigma_y)), c_i <- c_i - lam_i (c_i - y_hat_i), and the fresh noise of
+    that coordinate shrunk to gamma_i^2 = sigma_t^2 - (a_t lam_i sigma_y / sv_i)^2 (a_t = sqrt(ab'),
+    sigma_t = sqrt(1 - ab')), so x_{t'} keeps its marginal noise level."""
+    del key
+    a, sig = jnp.sqrt(ab_prev), jnp.sqrt(1.0 - ab_prev)
+    observed = sv > 0
+    safe_sv = jnp.where(observed, sv, 1.0)
+    if sigma_y > 0:
+        lam = jnp.where(observed, jnp.minimum(1.0, sig * safe_sv / (a * sigma_y)), 0.0)
+        gamma2 = jnp.where(observed, sig**2 - (a * lam * sigma_y / safe_sv) ** 2, sig**2)
+        scale = jnp.where(sig > 0, jnp.sqrt(jnp.maximum(gamma2, 0.0)) / jnp.maximum(sig, 1e-12), 0.0)
+    else:
+        lam, scale = observed.astype(x0.dtype), None
+    c = _to(basis, x0)
+    x0 = _back(basis, c - lam * (c - y_hat))
+    if scale is not None:
+        noise = _back(basis, scale * _to(basis, noise))
+    return x0, noise
+
+
+def _repaint_condition(y_m, mask, x0, noise, ab_prev, key):
+    """Known pixels of x_{t'} become sqrt(ab') y + sqrt(1 - ab') z, a fresh draw of q(x_{t'} | y)."""
+    fresh = jnp.sqrt(1.0 - ab_prev) * jax.random.normal(key, noise.shape, noise.dtype)
+    return mask * y_m + (1.0 - mask) * x0, mask * fresh + (1.0 - mask) * noise
+
+
+def repaint_timesteps(num_timesteps: int, num_steps: int, jump_length: int, resamplings: int) -> np.ndarray:
+    """RePaint's schedule on the uniform `num_steps` grid: going down, at every `jump_length`-th grid point
+    jump back up `jump_length` points, `resamplings - 1` times, before going on (Lugmayr et al. 2022, Alg. 1)."""
+    grid = samplers.ddim_timesteps(num_timesteps, num_steps)
+    left = {i: resamplings - 1 for i in range(jump_length, num_steps, jump_length)}
+    path, i = [0], 0
+    while i < num_steps - 1:
+        i += 1
+        path.append(i)
+        if left.get(i, 0) > 0:
+            left[i] -= 1
+            i -= jump_length
+            path.append(i)
+    return grid[np.asarray(path)]
+
+
+# --- DPS: guidance by wrapping eps_fn ----------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def _dps_eps(kind: str, level, likelihood: str):
+    op = degrade_operator(kind, level)
+
+    def eps(inner, s, y_m, mask, zeta, x_t, t):
+        def residual_norm(x):
+            e = inner(x, t)
+            x0 = jnp.clip(gaussian.predict_x0_from_eps(s, x, t, e), -1.0, 1.0)
+            ax = op(x0) if mask is None else mask * x0
+            if likelihood == "poisson":      # counts k = peak y, rate lam = peak A x; r = (k - lam) / sqrt(k)
+                k, lam = level * (y_m + 1) / 2, level * (ax + 1) / 2
+                r = (k - lam) / jnp.sqrt(jnp.maximum(k, 1.0))
+            else:
+                r = y_m - ax
+            return jnp.sum(jnp.sqrt(jnp.sum(r * r, axis=(1, 2, 3)))), e
+
+        grad, e = jax.grad(residual_norm, has_aux=True)(x_t)
+        b = jnp.sqrt(1.0 - s.alphas_cumprod[t]).reshape(-1, 1, 1, 1)
+        return e + b * zeta * grad
+
+    return eps
+
+
+def degrade_operator(kind: str, level) -> Callable:
+    """A in model units for the DPS residual (mask handled separately; identity for pure noise)."""
+    if kind == "blur":
+        return degrade.blur_operator(float(level))
+    if kind == "downsample":
+        return degrade.downsample_operator(int(level))
+    return lambda x: x
+
+
+# --- the methods -------------------------------------------------------------------------------------------
+
+def _denoise(eps_fn, s, key, obs, shape, steps: int = 50, eta: float = 1.0):
+    sigma_m = 2.0 * float(obs.level)
+    ratio = np.asarray((1.0 - s.alphas_cumprod) / s.alphas_cumprod)
+    t0 = int(np.searchsorted(ratio, sigma_m**2))   # first t with r_t >= (2 sigma)^2 (ratio increases)
+    if t0 >= s.num_timesteps:
+        raise ValueError(f"noise std {obs.level} exceeds the schedule's largest noise level")
+    k_init, k_run = jax.random.split(key)
+    extra = math.sqrt(max(float(ratio[t0]) - sigma_m**2, 0.0))
+    x_init = jnp.sqrt(s.alphas_cumprod[t0]) * (_to_model(obs.y) + extra * jax.random.normal(k_init, shape))
+    ts = np.unique(np.round(np.linspace(0, t0, min(steps, t0 + 1))).astype(np.int32))[::-1]
+    return samplers.ddim_sample(eps_fn, s, k_run, shape, eta=eta, timesteps=ts, x_init=x_init), len(ts)
+
+
+def _repaint(eps_fn, s, key, obs, shape, steps: int = 50, jump_length: int = 5, resamplings: int = 3,
+             eta: float = 1.0):
+    ts = repaint_timesteps(s.num_timesteps, steps, jump_length, resamplings)
+    mask = jnp.broadcast_to(obs.mask, shape)
+    cond = jax.tree_util.Partial(_repaint_condition, _to_model(obs.y) * mask, mask)
+    return samplers.ddim_sample(eps_fn, s, key, shape, eta=eta, timesteps=ts, condition=cond), \
+        int(np.sum(np.diff(np.append(ts, -1)) < 0))
+
+
+def _ddnm(eps_fn, s, key, obs, shape, steps: int = 50, eta: float = 0.85):
+    spec = spectral(obs, shape)
+    cond = jax.tree_util.Partial(_ddnm_condition(spec.basis, spec.sigma), spec.y_hat, spec.sv)
+    return samplers.ddim_sample(eps_fn, s, key, shape, num_steps=steps, eta=eta, condition=cond), steps
+
+
+def _dps(eps_fn, s, key, obs, shape, steps: int = 100, zeta: float = 1.0, eta: float = 1.0):
+    likelihood = "poisson" if obs.kind == "poisson" else "gaussian"
+    mask = obs.mask if obs.kind in ("inpaint_box", "inpaint_random") else None
+    level = float(obs.level) if obs.kind in ("blur", "poisson") else int(obs.level) if obs.kind == "downsample" else 0
+    kind = obs.kind if obs.kind in ("blur", "downsample") else "none"
+    y_m = 2 * obs.y - mask if mask is not None else _to_model(obs.y)
+    guided = jax.tree_util.Partial(_dps_eps(kind, level, likelihood), samplers._as_pytree(eps_fn), s, y_m, mask,
+                                   jnp.float32(zeta))
+    return samplers.ddim_sample(guided, s, key, shape, num_steps=steps, eta=eta), steps
+
+
+class Method(NamedTuple):
+    """A conditioned sampler: `run(eps_fn, s, key, obs, shape, **params) -> (x in model units, NFE)`."""
+
+    name: str
+    applies_to: tuple
+    grid: dict
+    run: Callable
+
+
+DDNM_KINDS = ("inpaint_box", "inpaint_random", "downsample", "blur", "salt_pepper")
+METHODS: dict[str, Method] = {m.name: m for m in [
+    Method("denoise", ("gaussian",), {}, _denoise),
+    Method("repaint", ("inpaint_box", "inpaint_random"), {}, _repaint),
+    Method("ddnm", DDNM_KINDS, {"eta": scales(0.5, 0.85, 1.0, lo=0.05, hi=1.0)}, _ddnm),
+    Method("dps", ("gaussian", "poisson", "blur", "downsample", "inpaint_box", "inpaint_random"),
+           {"zeta": scales(0.3, 1.0, 3.0, lo=0.01, hi=100.0)}, _dps),
+]}
+
+
+def get(name: str) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"unknown restoration method {name!r}; choose one of {sorted(METHODS)}")
+    return METHODS[name]
+
+
+def check(name: str, obs: Observation, image_shape) -> Method:
+    """The method, after checking that it applies to the observation and that the shapes agree."""
+    method = get(name)
+    if obs.kind not in method.applies_to:
+        users = sorted(n for n, m in METHODS.items() if obs.kind in m.applies_to)
+        raise ValueError(f"method {name!r} does not restore {obs.kind!r} (it restores {method.applies_to}); "
+                         f"for {obs.kind!r} use one of {users}")
+    if len(image_shape) != 4:
+        raise ValueError(f"image shape must be [B, H, W, C], got {tuple(image_shape)}")
+    expected = tuple(image_shape)
+    if obs.kind == "downsample":
+        f = int(obs.level)
+        expected = (image_shape[0], image_shape[1] // f, image_shape[2] // f, image_shape[3])
+    if tuple(obs.y.shape) != expected:
+        raise ValueError(f"observation {obs.kind} has shape {tuple(obs.y.shape)}, expected {expected} for images "
+                         f"{tuple(image_shape)}")
+    return method
+
+
+def restore(name: str, eps_fn, s: Schedule, key, obs: Observation, *, image_shape=None, **params):
+    """ONE posterior sample per image, [B, H, W, C] in [0, 1].
+
+    Args:
+      name: a key of METHODS; eps_fn, s: as the samplers take them (model space [-1, 1]).
+      obs: from `degrade.degrade`; image_shape: the clean shape (default: y's, times the factor for
+        super-resolution). Extra keyword arguments are the method's parameters.
+    """
+    return restore_with_nfe(name, eps_fn, s, key, obs, image_shape=image_shape, **params)[0]
+
+
+def _image_shape(obs):
+    b, h, w, c = obs.y.shape
+    f = int(obs.level) if obs.kind == "downsample" else 1
+    return (b, h * f, w * f, c)
+
+
+def restore_with_nfe(name, eps_fn, s, key, obs, *, image_shape=None, **params):
+    """`restore` plus the number of network evaluations it used."""
+    shape = tuple(image_shape or _image_shape(obs))
+    method = check(name, obs, shape)
+    x, nfe = method.run(eps_fn, s, key, obs, shape, **params)
+    return _to_image(x), nfe
+
+
+def posterior_mean(name: str, eps_fn, s: Schedule, key, obs: Observation, num_samples: int = 4, *,
+                   image_shape=None, **params):
+    """The average and the per-pixel std of `num_samples` posterior samples (drawn as one batch).
+
+    PSNR rewards the posterior mean; a single sample is sharper. Returns (mean, std), [B, H, W, C]."""
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    shape = tuple(image_shape or _image_shape(obs))
+    tile = lambda a: None if a is None else jnp.concatenate([a] * num_samples)  # noqa: E731
+    many = obs._replace(y=tile(obs.y), mask=tile(obs.mask))
+    x = restore(name, eps_fn, s, key, many, image_shape=(shape[0] * num_samples,) + shape[1:], **params)
+    x = x.reshape((num_samples,) + shape)
+    return x.mean(0), x.std(0)

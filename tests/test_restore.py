@@ -1,0 +1,157 @@
+"""Conditioned samplers against closed-form posteriors of a Gaussian prior, plus the registry contract."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffjax import degrade, heat, restore, schedules
+
+S = schedules.linear(1000)
+MU, V = 0.2, 0.09          # prior of every pixel in model units: x_m ~ N(MU, V), independent
+N, H = 256, 8              # posterior samples of one observation, image side
+# All T steps: with eta = 1 the reverse chain's own discretisation shrinks the variance (unconditional
+# DDIM on this prior: 0.71 of V at 50 steps, 0.80 at 100, 0.92 at 250, 0.965 at 1000), so the posterior
+# checks run all 1000 steps and allow 10% on the variance, 0.1 posterior std on the mean.
+STEPS = 1000
+
+
+def exact_eps(x, t):
+    """E[eps | x_t] for x0 ~ N(MU, V I): x_t ~ N(a MU, a^2 V + b^2), eps = b (x_t - a MU) / (a^2 V + b^2)."""
+    ab = S.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+    a, b = jnp.sqrt(ab), jnp.sqrt(1 - ab)
+    return b * (x - a * MU) / (ab * V + b * b)
+
+
+def _clean(key, b=1):
+    return jnp.clip((MU + jnp.sqrt(V) * jax.random.normal(key, (b, H, H, 1)) + 1) / 2, 0, 1)
+
+
+def _repeat(obs):
+    """The same observation N times, so the N restorations are draws from one posterior."""
+    rep = lambda a: None if a is None else jnp.repeat(a, N, axis=0)  # noqa: E731
+    return obs._replace(y=rep(obs.y), mask=rep(obs.mask))
+
+
+def _check_posterior(x_hat, post_mean, post_var, to=lambda x: x):
+    """x_hat [N, H, W, 1] in [0, 1]; the posterior in model units in the basis `to`. Where the posterior
+    variance is 0 (observed exactly) samples equal the mean; elsewhere, standardised, they have mean 0
+    and variance 1. Returns (mean, variance) of the standardised samples."""
+    c = np.asarray(to(2 * x_hat - 1))
+    mean = np.broadcast_to(np.asarray(post_mean), c.shape)
+    var = np.broadcast_to(np.asarray(post_var), c.shape)
+    fixed = var < 1e-6
+    if fixed.any():
+        np.testing.assert_allclose(c[fixed], mean[fixed], atol=3e-2)
+    z = (c[~fixed] - mean[~fixed]) / np.sqrt(var[~fixed])
+    return float(z.mean()), float(z.var())
+
+
+def test_denoising_from_the_matching_timestep_samples_the_exact_posterior():
+    x = _clean(jax.random.PRNGKey(0))
+    obs = degrade.degrade("gaussian", 0.2, jax.random.PRNGKey(1), x)
+    s2 = (2 * 0.2) ** 2
+    y_m = 2 * obs.y - 1
+    post_mean, post_var = (V * y_m + s2 * MU) / (V + s2), jnp.full_like(y_m, V * s2 / (V + s2))
+    x_hat = restore.restore("denoise", exact_eps, S, jax.random.PRNGKey(2), _repeat(obs), steps=STEPS)
+    m, v = _check_posterior(x_hat, post_mean, post_var)
+    assert abs(m) < 0.1 and abs(v - 1) < 0.1, (m, v)
+
+
+@pytest.mark.parametrize("name", ["ddnm", "repaint"])
+def test_inpainting_samples_the_exact_posterior(name):
+    x = _clean(jax.random.PRNGKey(3))
+    obs = degrade.degrade("inpaint_random", 0.5, jax.random.PRNGKey(4), x)
+    m_ = obs.mask
+    post_mean = m_ * (2 * obs.y - 1) + (1 - m_) * MU
+    post_var = (1 - m_) * V + 0 * m_
+    x_hat = restore.restore(name, exact_eps, S, jax.random.PRNGKey(5), _repeat(obs), steps=STEPS, eta=1.0)
+    m, v = _check_posterior(x_hat, post_mean, post_var)
+    assert abs(m) < 0.1 and abs(v - 1) < 0.1, (m, v)
+
+
+def test_ddnm_super_resolution_samples_the_exact_posterior():
+    x = _clean(jax.random.PRNGKey(6))
+    obs = degrade.degrade("downsample", 2, jax.random.PRNGKey(7), x)
+    to = lambda a: restore._block_dct(a, 2)  # noqa: E731
+    spec = restore.spectral(obs, x.shape)
+    observed = spec.sv > 0
+    post_mean = jnp.where(observed, spec.y_hat, to(jnp.full(x.shape, MU)))
+    post_var = jnp.where(observed, 0.0, V)
+    x_hat = restore.restore("ddnm", exact_eps, S, jax.random.PRNGKey(8), _repeat(obs), steps=STEPS, eta=1.0)
+    m, v = _check_posterior(x_hat, post_mean, post_var, to)
+    assert abs(m) < 0.1 and abs(v - 1) < 0.1, (m, v)
+
+
+def test_ddnm_deblurring_samples_the_exact_posterior():
+    x = _clean(jax.random.PRNGKey(9))
+    obs = degrade.degrade("blur", 1.0, jax.random.PRNGKey(10), x)
+    lam = restore.blur_eigenvalues(1.0, H, H)[None, :, :, None]
+    s2 = (2 * degrade.BLUR_NOISE_SIGMA) ** 2
+    y_hat = heat.dct(2 * obs.y - 1)
+    prior_mean = heat.dct(jnp.full(x.shape, MU))
+    post_var = V * s2 / (V * lam**2 + s2)
+    post_mean = (V * lam * y_hat + s2 * prior_mean) / (V * lam**2 + s2)
+    x_hat = restore.restore("ddnm", exact_eps, S, jax.random.PRNGKey(11), _repeat(obs), steps=STEPS, eta=1.0)
+    m, v = _check_posterior(x_hat, post_mean, post_var, heat.dct)
+    # DDNM+ stops correcting a frequency once sigma_t < a_t sigma_y / sv, so weakly observed frequencies keep
+    # part of the prior's spread: the mean is exact, the variance measured 1.99x the posterior's.
+    assert abs(m) < 0.1 and 0.9 < v < 2.5, (m, v)
+
+
+def test_blur_is_diagonal_in_the_dct_basis_with_the_stated_eigenvalues():
+    x = jax.random.uniform(jax.random.PRNGKey(12), (2, 28, 28, 1))
+    for std in (1.0, 2.0):
+        lam = restore.blur_eigenvalues(std, 28, 28)[None, :, :, None]
+        np.testing.assert_allclose(degrade.blur_operator(std)(x), heat.idct(lam * heat.dct(x)), atol=1e-5)
+
+
+def test_repaint_schedule_jumps_back_and_ends_at_zero():
+    ts = restore.repaint_timesteps(1000, 20, jump_length=5, resamplings=3)
+    ups = np.sum(np.diff(ts) > 0)
+    assert ts[0] == 999 and ts[-1] == 0 and ups == 3 * 2
+    assert np.sum(np.diff(ts) < 0) == 19 + 3 * 2 * 5
+
+
+def test_impulse_detection_finds_salt_and_pepper_off_the_background():
+    x = jnp.zeros((1, 16, 16, 1)).at[:, 4:12, 4:12].set(0.6)
+    obs = degrade.degrade("salt_pepper", 0.1, jax.random.PRNGKey(13), x)
+    changed = np.asarray(obs.y != x)
+    flagged = np.asarray(restore.impulse_mask(obs.y) == 0)
+    assert flagged[changed].mean() > 0.8 and not flagged[~changed].any()
+
+
+KINDS = sorted(degrade.DEFAULT_LEVELS)
+
+
+@pytest.mark.parametrize("name, kind", [(n, k) for n in sorted(restore.METHODS) for k in KINDS
+                                        if k in restore.METHODS[n].applies_to])
+def test_every_method_returns_consistent_images_in_range_deterministically(name, kind):
+    x = _clean(jax.random.PRNGKey(14), b=2)
+    obs = degrade.degrade(kind, degrade.DEFAULT_LEVELS[kind][0], jax.random.PRNGKey(15), x)
+    a = restore.restore(name, exact_eps, S, jax.random.PRNGKey(16), obs, steps=10)
+    b = restore.restore(name, exact_eps, S, jax.random.PRNGKey(16), obs, steps=10)
+    assert a.shape == x.shape and float(a.min()) >= 0 and float(a.max()) <= 1
+    np.testing.assert_array_equal(a, b)
+    if obs.operator is not None and kind != "blur" and name in ("ddnm", "repaint"):   # noiseless: A x_hat = y
+        np.testing.assert_allclose(obs.operator(a), obs.y, atol=2e-2)
+
+
+def test_posterior_mean_averages_samples_and_reports_their_spread():
+    x = _clean(jax.random.PRNGKey(17), b=2)
+    obs = degrade.degrade("inpaint_box", 4, jax.random.PRNGKey(18), x)
+    mean, std = restore.posterior_mean("ddnm", exact_eps, S, jax.random.PRNGKey(19), obs, num_samples=3, steps=10)
+    assert mean.shape == std.shape == x.shape
+    hidden = np.asarray(obs.mask == 0)[..., 0]
+    assert float(np.asarray(std)[..., 0][hidden].mean()) > 0.05 and float(np.asarray(std)[..., 0][~hidden].max()) < 1e-3
+
+
+def test_bad_input_is_one_clear_error():
+    x = _clean(jax.random.PRNGKey(20))
+    obs = degrade.degrade("blur", 1.0, jax.random.PRNGKey(21), x)
+    with pytest.raises(ValueError, match="unknown restoration method 'magic'"):
+        restore.restore("magic", exact_eps, S, jax.random.PRNGKey(0), obs)
+    with pytest.raises(ValueError, match="does not restore 'blur'.*use one of"):
+        restore.restore("repaint", exact_eps, S, jax.random.PRNGKey(0), obs)
+    with pytest.raises(ValueError, match="expected"):
+        restore.restore("ddnm", exact_eps, S, jax.random.PRNGKey(0), obs, image_shape=(1, 16, 16, 1))
