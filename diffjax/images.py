@@ -74,3 +74,25 @@ def save_labelled_rows(path, rows, ncols: int = 8) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     _atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
+
+
+def load_folder(folder) -> np.ndarray:
+    """All PNGs of a folder as float32 [N, H, W, C] in [0, 1] (C = 1 if every image is grayscale)."""
+    paths = sorted(Path(folder).glob("*.png")) if Path(folder).is_dir() else []
+    if not paths:
+        raise ValueError(f"no PNG images in {folder}: give a folder with grayscale or RGB .png files")
+    imgs = [Image.open(p) for p in paths]
+    mode = "L" if all(im.mode in ("L", "1", "I;16") for im in imgs) else "RGB"
+    arrays = [np.asarray(im.convert(mode), np.float32) / 255.0 for im in imgs]
+    sizes = {a.shape[:2] for a in arrays}
+    if len(sizes) != 1:
+        raise ValueError(f"images in {folder} have different sizes {sorted(sizes)}; resize them to one size")
+    x = np.stack(arrays)
+    return x[..., None] if x.ndim == 3 else x
+
+
+def display_size(y, shape) -> np.ndarray:
+    """Degraded images at the clean size (nearest-neighbour upsampling for super-resolution), in [0, 1]."""
+    y = np.asarray(y)
+    f = shape[1] // y.shape[1]
+    return np.clip(np.repeat(np.repeat(y, f, 1), f, 2), 0, 1)

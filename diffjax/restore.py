@@ -233,7 +233,7 @@ def _denoise(eps_fn, s, key, obs, shape, steps: int = 50, eta: float = 1.0):
 
 def _repaint(eps_fn, s, key, obs, shape, steps: int = 50, jump_length: int = 5, resamplings: int = 3,
              eta: float = 1.0):
-    ts = repaint_timesteps(s.num_timesteps, steps, jump_length, resamplings)
+    ts = repaint_timesteps(s.num_timesteps, min(steps, s.num_timesteps), jump_length, resamplings)
     mask = jnp.broadcast_to(obs.mask, shape)
     cond = jax.tree_util.Partial(_repaint_condition, _to_model(obs.y) * mask, mask)
     return samplers.ddim_sample(eps_fn, s, key, shape, eta=eta, timesteps=ts, condition=cond), \
@@ -243,6 +243,7 @@ def _repaint(eps_fn, s, key, obs, shape, steps: int = 50, jump_length: int = 5, 
 def _ddnm(eps_fn, s, key, obs, shape, steps: int = 50, eta: float = 0.85):
     spec = spectral(obs, shape)
     cond = jax.tree_util.Partial(_ddnm_condition(spec.basis, spec.sigma), spec.y_hat, spec.sv)
+    steps = min(steps, s.num_timesteps)
     return samplers.ddim_sample(eps_fn, s, key, shape, num_steps=steps, eta=eta, condition=cond), steps
 
 
@@ -252,6 +253,7 @@ def _dps(eps_fn, s, key, obs, shape, steps: int = 100, zeta: float = 1.0, eta: f
     level = float(obs.level) if obs.kind in ("blur", "poisson") else int(obs.level) if obs.kind == "downsample" else 0
     kind = obs.kind if obs.kind in ("blur", "downsample") else "none"
     y_m = 2 * obs.y - mask if mask is not None else _to_model(obs.y)
+    steps = min(steps, s.num_timesteps)
     guided = jax.tree_util.Partial(_dps_eps(kind, level, likelihood), samplers._as_pytree(eps_fn), s, y_m, mask,
                                    jnp.float32(zeta))
     return samplers.ddim_sample(guided, s, key, shape, num_steps=steps, eta=eta), steps

@@ -14,11 +14,11 @@ from pathlib import Path
 import jax
 import numpy as np
 from absl import flags
-from PIL import Image
 from tqdm.auto import tqdm
 
-from diffjax import classical, data, degrade, images, metrics, tuning
+from diffjax import classical, data, degrade, images, metrics, restore, tuning
 from experiments import cli
+from experiments.diffusion_eval import model_eps_fn, run_method
 
 flags.DEFINE_string("dataset", "mnist_sample", "mnist_sample (test split), or any dataset of diffjax.data")
 flags.DEFINE_string("folder", None, "a folder of your own PNG images (all the same size), instead of --dataset")
@@ -28,27 +28,14 @@ flags.DEFINE_list("degradations", sorted(degrade.DEFAULT_LEVELS), "degradations 
 flags.DEFINE_list("methods", sorted(classical.METHODS), "methods to run")
 flags.DEFINE_string("workdir", "checkpoints/compare_filters", "output directory")
 flags.DEFINE_integer("seed", 0, "seed of the degradations")
-
-
-def load_folder(folder) -> np.ndarray:
-    """All PNGs of a folder as float32 [N, H, W, C] in [0, 1] (C = 1 if every image is grayscale)."""
-    paths = sorted(Path(folder).glob("*.png")) if Path(folder).is_dir() else []
-    if not paths:
-        raise ValueError(f"no PNG images in {folder}: give a folder with grayscale or RGB .png files")
-    imgs = [Image.open(p) for p in paths]
-    mode = "L" if all(im.mode in ("L", "1", "I;16") for im in imgs) else "RGB"
-    arrays = [np.asarray(im.convert(mode), np.float32) / 255.0 for im in imgs]
-    sizes = {a.shape[:2] for a in arrays}
-    if len(sizes) != 1:
-        raise ValueError(f"images in {folder} have different sizes {sorted(sizes)}; resize them to one size")
-    x = np.stack(arrays)
-    return x[..., None] if x.ndim == 3 else x
+flags.DEFINE_string("diffusion", None, "a trained run directory: add its conditioned samplers (diffjax.restore)")
+flags.DEFINE_integer("samples", 4, "posterior samples averaged into each diffusion method's posterior mean")
 
 
 def load_images(f):
     """(validation, test) float32 [N, H, W, C] in [0, 1]."""
     if f.folder:
-        x = load_folder(f.folder)
+        x = images.load_folder(f.folder)
         return x[: min(f.num_val, len(x) // 2)], x[min(f.num_val, len(x) // 2):][: f.num_images]
     val = data.load(f.dataset, "train").images
     test = data.load(f.dataset, "test").images
@@ -83,6 +70,25 @@ def task_key(seed: int, kind: str, level) -> jax.Array:
     which Python randomises per process), so the same --seed gives the same table in any process."""
     key = jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(kind.encode()) % 2**31)
     return jax.random.fold_in(key, int(round(float(level) * 1000)))
+
+
+def evaluate_diffusion(kind, level, name, val, test, key, eps_fn, s, num_samples):
+    """Tunes a conditioned sampler on val (PSNR of one sample), then scores one sample and the posterior
+    mean of `num_samples` on test. Returns ([sample row, mean row], sample images, observation)."""
+    k_val, k_test = jax.random.split(key)
+    obs_val, obs_test = degrade.degrade(kind, level, k_val, val), degrade.degrade(kind, level, k_test, test)
+    score = lambda p: float(np.mean(metrics.psnr(  # noqa: E731
+        restore.restore(name, eps_fn, s, jax.random.fold_in(k_val, 7), obs_val, **p), val)))
+    best, _, info = tuning.tune(score, restore.get(name).grid)
+    rec, sample, _, _ = run_method(name, eps_fn, s, jax.random.fold_in(k_test, 7), obs_test, test, num_samples, **best)
+    rows = []
+    for tag, label in (("sample", f"{name} (sample)"), ("mean", f"{name} (mean of {num_samples})")):
+        p, q = np.asarray(rec[tag]["psnr_per_image"]), np.asarray(rec[tag]["ssim_per_image"])
+        rows.append({"degradation": kind, "level": level, "method": label, "params": best,
+                     "at_bound": info["at_bound"], "evaluations": info["evaluations"], "nfe": rec["nfe"],
+                     "psnr": float(p.mean()), "psnr_se": _se(p), "ssim": float(q.mean()), "ssim_se": _se(q),
+                     "seconds_per_image": rec["seconds_per_image"], "psnr_per_image": p.tolist()})
+    return rows, sample, obs_test
 
 
 def best_table(results) -> str:
@@ -149,13 +155,6 @@ def plot_psnr_vs_edginess(results, edginess, path) -> None:
     _panels(results, path, draw)
 
 
-def _display(obs, shape):
-    """The degraded images at the clean size (nearest-neighbour upsampling for super-resolution)."""
-    y = np.asarray(obs.y)
-    f = shape[1] // y.shape[1]
-    return np.clip(np.repeat(np.repeat(y, f, 1), f, 2), 0, 1)
-
-
 def main(argv):
     del argv
     f = flags.FLAGS
@@ -168,12 +167,24 @@ def main(argv):
     workdir = Path(f.workdir)
     tasks = [(k, lv, m) for k in f.degradations for lv in degrade.DEFAULT_LEVELS[k] for m in methods
              if k in m.applies_to]
+    model = model_eps_fn(f.diffusion, test.shape[1:]) if f.diffusion else None
+    if model:
+        tasks += [(k, lv, name) for k in f.degradations for lv in degrade.DEFAULT_LEVELS[k]
+                  for name, m in restore.METHODS.items() if k in m.applies_to]
     results, examples = [], {}
     for kind, level, method in tqdm(tasks, desc="methods x degradations"):
-        r, x_hat, obs = evaluate(kind, level, method, val, test, task_key(f.seed, kind, level))
-        results.append(r)
-        rows = examples.setdefault((kind, level), [("clean", test[:8]), ("degraded", _display(obs, test.shape))])
-        rows.append((method.name, x_hat[:8]))
+        if isinstance(method, str):
+            rs, x_hat, obs = evaluate_diffusion(kind, level, method, val, test, task_key(f.seed, kind, level),
+                                                model[0], model[1], f.samples)
+            results += rs
+            label = f"{method} (sample)"
+        else:
+            r, x_hat, obs = evaluate(kind, level, method, val, test, task_key(f.seed, kind, level))
+            results.append(r)
+            label = method.name
+        rows = examples.setdefault((kind, level), [("clean", test[:8]),
+                                                   ("degraded", images.display_size(obs.y, test.shape))])
+        rows.append((label, x_hat[:8]))
     for (kind, level), rows in examples.items():
         images.save_labelled_rows(workdir / "examples" / f"{kind}_{level}.png", [(n, x * 2 - 1) for n, x in rows])
     images.write_text(workdir / "results.json", json.dumps(results, indent=1))

@@ -149,3 +149,39 @@ def test_compare_filters_empty_folder(tmp_path):
     (tmp_path / "imgs").mkdir()
     assert_one_line_error(run("experiments.compare_filters", f"--folder={tmp_path / 'imgs'}",
                               f"--workdir={tmp_path}", expect_ok=False), "no PNG images")
+
+
+def test_restore_writes_grid_npz_and_metrics(trained, tmp_path):
+    out = tmp_path / "r"
+    run("experiments.restore", f"--workdir={trained}", "--degradation=inpaint_box", "--level=12", "--num=2",
+        "--samples=2", "--method=ddnm", f"--out={out}")
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["methods"][0]["method"] == "ddnm" and m["methods"][0]["nfe"] == 20
+    assert np.load(out / "restore.npz")["ddnm_mean"].shape == (2, 28, 28, 1)
+    assert (out / "grid.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("args, needles", [
+    (("--degradation=blur", "--method=repaint"), ("does not restore 'blur'",)),
+    (("--degradation=gaussian", "--level=-1"), ("--level for gaussian",)),
+    (("--degradation=jpeg",), ("jpeg",)),
+    (("--num=0",), ("--num",)),
+])
+def test_restore_bad_input_is_one_line(trained, tmp_path, args, needles):
+    p = run("experiments.restore", f"--workdir={trained}", *args, f"--out={tmp_path / 'o'}", expect_ok=False)
+    assert_one_line_error(p, *needles)
+    assert not (tmp_path / "o").exists()
+
+
+def test_restore_without_checkpoint_is_one_line(tmp_path):
+    p = run("experiments.restore", f"--workdir={tmp_path}", expect_ok=False)
+    assert_one_line_error(p, "not a run directory")
+
+
+def test_compare_filters_with_diffusion_rows(trained, tmp_path):
+    out = tmp_path / "cmp"
+    run("experiments.compare_filters", "--num_images=2", "--num_val=2", "--degradations=inpaint_box",
+        "--methods=harmonic", f"--diffusion={trained}", "--samples=2", f"--workdir={out}")
+    methods = {r["method"]: r for r in json.loads((out / "results.json").read_text())}
+    assert {"harmonic", "ddnm (sample)", "ddnm (mean of 2)", "repaint (sample)", "dps (mean of 2)"} <= set(methods)
+    assert methods["ddnm (sample)"]["nfe"] == 20 and methods["ddnm (sample)"]["seconds_per_image"] > 0

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments.compare_filters import best_table, load_folder
+from diffjax.images import load_folder
+from experiments.compare_filters import best_table
 
 
 def test_folder_of_rgb_and_grayscale_pngs(tmp_path):

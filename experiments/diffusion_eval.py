@@ -1,0 +1,35 @@
+"""What the restore and compare_filters entry points share: a run's eps_fn and one scored restoration."""
+
+import time
+
+import jax
+import numpy as np
+
+from diffjax import generate, metrics, restore, train
+
+
+def model_eps_fn(workdir, image_shape):
+    """(eps_fn, schedule, step) of a run's EMA parameters, after checking the run matches the images."""
+    cfg, graphdef, params, step = train.restore_ema(workdir)
+    expected = (cfg.data.image_size, cfg.data.image_size, cfg.data.channels)
+    if tuple(image_shape) != expected:
+        raise ValueError(f"the run in {workdir} makes {expected} images but the data is {tuple(image_shape)}; "
+                         f"use a run trained on this data")
+    s = train.make_schedule(cfg)
+    return generate.eps_fn(graphdef, params, s, cfg.diffusion.prediction), s, step
+
+
+def run_method(name, eps_fn, s, key, obs, clean, num_samples, **params):
+    """One posterior sample and the posterior mean of `num_samples`, scored. Returns (record, sample, mean, std)."""
+    tic = time.perf_counter()
+    sample, nfe = restore.restore_with_nfe(name, eps_fn, s, key, obs, image_shape=clean.shape, **params)
+    mean, std = restore.posterior_mean(name, eps_fn, s, jax.random.fold_in(key, 1), obs, num_samples,
+                                       image_shape=clean.shape, **params)
+    seconds = (time.perf_counter() - tic) / len(clean)
+    record = {"method": name, "params": params, "nfe": nfe, "samples": num_samples,
+              "seconds_per_image": seconds}
+    for tag, x in (("sample", sample), ("mean", mean)):
+        p, q = np.asarray(metrics.psnr(x, clean)), np.asarray(metrics.ssim(x, clean))
+        record[tag] = {"psnr": float(p.mean()), "ssim": float(q.mean()), "psnr_per_image": p.tolist(),
+                       "ssim_per_image": q.tolist()}
+    return record, np.asarray(sample), np.asarray(mean), np.asarray(std)
