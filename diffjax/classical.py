@@ -90,15 +90,6 @@ def total_variation(u):
     return jnp.sqrt(jnp.sum(gradient(u) ** 2, axis=-1)).sum(axis=(1, 2, 3))
 
 
-def operator(kind: str, level) -> degrade.LinearOperator:
-    """The linear operator A of a degradation that has one without a random mask (blur, downsample)."""
-    if kind == "blur":
-        return degrade.blur_operator(float(level))
-    if kind == "downsample":
-        return degrade.downsample_operator(int(level))
-    raise ValueError(f"no fixed linear operator for {kind!r}; TV restoration handles blur and downsample")
-
-
 @partial(jax.jit, static_argnames=("kind", "level", "fidelity", "iterations"))
 def tv_pdhg(y, lam, *, kind: str = "identity", level=0.0, fidelity: str = "l2", iterations: int = 300):
     """Total-variation restoration by the primal-dual algorithm of Chambolle & Pock (2011, Alg. 1, theta = 1).
@@ -111,7 +102,7 @@ def tv_pdhg(y, lam, *, kind: str = "identity", level=0.0, fidelity: str = "l2", 
     Step sizes tau = sigma = 0.99 / ||K|| with ||grad||^2 <= 8 and ||A|| <= 1.
     Returns (x [B, H, W, C] with A's input shape, p [..., 2], q [y's shape]).
     """
-    op = (lambda x: x) if kind == "identity" else operator(kind, level)
+    op = (lambda x: x) if kind == "identity" else degrade.operator(kind, level)
     adjoint = (lambda r: r) if kind == "identity" else op.adjoint
     step = 0.99 / math.sqrt(8.0 + (1.0 if fidelity == "l2" else 0.0))
     x = jnp.clip(adjoint(y) / adjoint(jnp.ones_like(y)), 0.0, 1.0)   # normalised back-projection

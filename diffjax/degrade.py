@@ -178,6 +178,15 @@ DEFAULT_LEVELS = {
 }
 
 
+def operator(kind: str, level) -> LinearOperator:
+    """The fixed linear operator A of a degradation that has one without a random mask (blur, downsample)."""
+    if kind == "blur":
+        return blur_operator(float(level))
+    if kind == "downsample":
+        return downsample_operator(int(level))
+    raise ValueError(f"no fixed linear operator for {kind!r}; only blur and downsample have one")
+
+
 def degrade(kind: str, level, key, x) -> Observation:
     """Applies degradation `kind` at `level` to clean images x ([B, H, W, C] in [0, 1])."""
     if kind not in DEGRADATIONS:

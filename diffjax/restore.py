@@ -32,7 +32,7 @@ import numpy as np
 from diffjax import degrade, gaussian, heat, samplers
 from diffjax.degrade import Observation
 from diffjax.schedules import Schedule
-from diffjax.tuning import counts, scales
+from diffjax.tuning import scales
 
 
 # --- units and observation checks ------------------------------------------------------------------------
@@ -93,25 +93,19 @@ class Spectral(NamedTuple):
     basis: str        # "pixel", "dct", or "block<f>"
 
 
-def _to(basis, x):
+def _transforms(basis: str):
+    """(V^T, V) of a singular basis: identity ("pixel"), the DCT-II ("dct"), or an f x f block DCT ("block<f>")."""
     if basis == "pixel":
-        return x
+        return (lambda x: x), (lambda c: c)
     if basis == "dct":
-        return heat.dct(x)
-    return _block_dct(x, int(basis[5:]))
-
-
-def _back(basis, c):
-    if basis == "pixel":
-        return c
-    if basis == "dct":
-        return heat.idct(c)
-    return _block_idct(c, int(basis[5:]))
+        return heat.dct, heat.idct
+    f = int(basis[5:])
+    return functools.partial(_block_dct, f=f), functools.partial(_block_idct, f=f)
 
 
 def spectral(obs: Observation, shape) -> Spectral:
     """The observation in the singular basis of its operator, in model units."""
-    y, (b, h, w, c) = obs.y, shape
+    y, (_, h, w, _) = obs.y, shape
     sigma = 2.0 * noise_sigma(obs)
     if obs.kind in ("inpaint_box", "inpaint_random", "salt_pepper"):
         m = obs.mask if obs.kind != "salt_pepper" else impulse_mask(y)
@@ -153,10 +147,11 @@ def _ddnm_update(basis, sigma_y, y_hat, sv, x0, noise, ab_prev, key):
         scale = jnp.where(sig > 0, jnp.sqrt(jnp.maximum(gamma2, 0.0)) / jnp.maximum(sig, 1e-12), 0.0)
     else:
         lam, scale = observed.astype(x0.dtype), None
-    c = _to(basis, x0)
-    x0 = _back(basis, c - lam * (c - y_hat))
+    to, back = _transforms(basis)
+    c = to(x0)
+    x0 = back(c - lam * (c - y_hat))
     if scale is not None:
-        noise = _back(basis, scale * _to(basis, noise))
+        noise = back(scale * to(noise))
     return x0, noise
 
 
@@ -186,7 +181,7 @@ def repaint_timesteps(num_timesteps: int, num_steps: int, jump_length: int, resa
 
 @functools.lru_cache(maxsize=None)
 def _dps_eps(kind: str, level, likelihood: str):
-    op = degrade_operator(kind, level)
+    op = degrade.operator(kind, level) if kind in ("blur", "downsample") else (lambda x: x)
 
     def eps(inner, s, y_m, mask, zeta, x_t, t):
         def residual_norm(x):
@@ -205,15 +200,6 @@ def _dps_eps(kind: str, level, likelihood: str):
         return e + b * zeta * grad
 
     return eps
-
-
-def degrade_operator(kind: str, level) -> Callable:
-    """A in model units for the DPS residual (mask handled separately; identity for pure noise)."""
-    if kind == "blur":
-        return degrade.blur_operator(float(level))
-    if kind == "downsample":
-        return degrade.downsample_operator(int(level))
-    return lambda x: x
 
 
 # --- the methods -------------------------------------------------------------------------------------------
@@ -250,7 +236,7 @@ def _ddnm(eps_fn, s, key, obs, shape, steps: int = 50, eta: float = 0.85):
 def _dps(eps_fn, s, key, obs, shape, steps: int = 100, zeta: float = 1.0, eta: float = 1.0):
     likelihood = "poisson" if obs.kind == "poisson" else "gaussian"
     mask = obs.mask if obs.kind in ("inpaint_box", "inpaint_random") else None
-    level = float(obs.level) if obs.kind in ("blur", "poisson") else int(obs.level) if obs.kind == "downsample" else 0
+    level = float(obs.level)   # the peak (poisson), blur std or factor; static, so one compile per level
     kind = obs.kind if obs.kind in ("blur", "downsample") else "none"
     y_m = 2 * obs.y - mask if mask is not None else _to_model(obs.y)
     steps = min(steps, s.num_timesteps)

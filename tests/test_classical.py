@@ -71,7 +71,7 @@ def _tv_gap(x, p, q, y, lam, kind, level, fidelity):
     tv = float(classical.total_variation(jnp.asarray(x)).sum())
     kt_p = np.asarray(classical.gradient_adjoint(jnp.asarray(p)), np.float64)
     if fidelity == "l2":
-        op = classical.operator(kind, level) if kind != "identity" else None
+        op = degrade.operator(kind, level) if kind != "identity" else None
         ax = np.asarray(op(jnp.asarray(x, jnp.float32))) if op else x
         at_q = np.asarray(op.adjoint(jnp.asarray(q, jnp.float32))) if op else q
         primal = lam * tv + 0.5 * np.sum((ax - y) ** 2)
@@ -90,7 +90,7 @@ def test_tv_primal_dual_reaches_a_small_gap_and_agrees_with_a_longer_run(digits,
     if fidelity == "l1":
         y = degrade.degrade("salt_pepper", 0.1, jax.random.PRNGKey(3), x).y
     else:
-        y = degrade.gaussian_noise(jax.random.PRNGKey(3), classical.operator(kind, level)(x), 0.01)
+        y = degrade.gaussian_noise(jax.random.PRNGKey(3), degrade.operator(kind, level)(x), 0.01)
     out, p, q = classical.tv_pdhg(y, lam, kind=kind, level=level, fidelity=fidelity, iterations=3000)
     gap, primal = _tv_gap(out, p, q, y, lam, kind, level, fidelity)
     assert 0 <= gap < 2e-3 * primal, (gap, primal)

@@ -73,7 +73,7 @@ def test_inpainting_samples_the_exact_posterior(name):
 def test_ddnm_super_resolution_samples_the_exact_posterior():
     x = _clean(jax.random.PRNGKey(6))
     obs = degrade.degrade("downsample", 2, jax.random.PRNGKey(7), x)
-    to = lambda a: restore._block_dct(a, 2)  # noqa: E731
+    to = restore._transforms("block2")[0]
     spec = restore.spectral(obs, x.shape)
     observed = spec.sv > 0
     post_mean = jnp.where(observed, spec.y_hat, to(jnp.full(x.shape, MU)))
