@@ -9,6 +9,8 @@ bilinear/bicubic resizing. Images are float32 NHWC in [0, 1].
 """
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable
@@ -17,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffjax import degrade
+from diffjax import degrade, spectral
 from diffjax.degrade import Observation
 from diffjax.heat import heat
 from diffjax.tuning import counts, scales
@@ -94,35 +96,52 @@ def total_variation(u):
 def tv_pdhg(y, lam, *, kind: str = "identity", level=0.0, fidelity: str = "l2", iterations: int = 300):
     """Total-variation restoration by the primal-dual algorithm of Chambolle & Pock (2011, Alg. 1, theta = 1).
 
-    fidelity "l2": min_{0<=x<=1} 1/2 ||A x - y||^2 + lam TV(x) (TV deconvolution / super-resolution),
-      with A the exact operator of degradation `kind` at `level` and its adjoint; K = (grad, A),
-      duals p (projected onto |p| <= lam) and q (prox of the conjugate of 1/2 ||. - y||^2).
-    fidelity "l1": min_{0<=x<=1} ||x - y||_1 + lam TV(x) (TV-L1 for impulse noise), K = grad; the
-      primal prox is a soft-threshold towards y, then the box.
-    Step sizes tau = sigma = 0.99 / ||K|| with ||grad||^2 <= 8 and ||A|| <= 1.
-    Returns (x [B, H, W, C] with A's input shape, p [..., 2], q [y's shape]).
+    fidelity "l2": min_{0<=x<=1} 1/2 ||A x - y||^2 + lam TV(x) (TV deconvolution / super-resolution), A the
+      exact operator of degradation `kind` at `level`. K = (grad, I) with duals p (projected onto |p| <= lam)
+      and r (the box, prox of the conjugate of its indicator); the data term is the primal part G, whose prox
+      (I + tau A^T A)^{-1} is exact and elementwise in A's singular basis (`spectral`). That lets the primal
+      step be large: tau = 10 c, sigma = c / 10 with c = 0.99 / ||K||, ||K||^2 <= 9, which converges in a few
+      hundred iterations where tau = sigma needs thousands at small lam.
+    fidelity "l1": min_{0<=x<=1} ||x - y||_1 + lam TV(x) (TV-L1 for impulse noise), K = grad; the primal prox
+      is a soft-threshold towards y, then the box; tau = sigma = 0.99 / sqrt(8).
+    Returns (x [B, H, W, C] with A's input shape, p [..., 2], q): for "l2" q = A x - y, the data term's
+    optimal dual at x, so (p, q) certifies the gap of min 1/2||Ax - y||^2 + lam TV + box; for "l1" q = 0.
     """
-    op = (lambda x: x) if kind == "identity" else degrade.operator(kind, level)
-    adjoint = (lambda r: r) if kind == "identity" else op.adjoint
-    step = 0.99 / math.sqrt(8.0 + (1.0 if fidelity == "l2" else 0.0))
-    x = jnp.clip(adjoint(y) / adjoint(jnp.ones_like(y)), 0.0, 1.0)   # normalised back-projection
-    p = jnp.zeros(x.shape + (2,), x.dtype)
-    q = jnp.zeros_like(y)
+    if fidelity == "l1":
+        step = 0.99 / math.sqrt(8.0)
 
-    def body(_, carry):
-        x, x_bar, p, q = carry
-        p = p + step * gradient(x_bar)
-        p = p / jnp.maximum(1.0, jnp.sqrt(jnp.sum(p * p, -1, keepdims=True)) / lam)
-        if fidelity == "l2":
-            q = (q + step * (op(x_bar) - y)) / (1.0 + step)
-            x_new = jnp.clip(x - step * (gradient_adjoint(p) + adjoint(q)), 0.0, 1.0)
-        else:
+        def body(_, carry):
+            x, x_bar, p = carry
+            p = _project(p + step * gradient(x_bar), lam)
             v = x - step * gradient_adjoint(p) - y
             x_new = jnp.clip(y + jnp.sign(v) * jnp.maximum(jnp.abs(v) - step, 0.0), 0.0, 1.0)
-        return x_new, 2.0 * x_new - x, p, q
+            return x_new, 2.0 * x_new - x, p
 
-    x, _, p, q = jax.lax.fori_loop(0, iterations, body, (x, x, p, q))
-    return x, p, q
+        x, _, p = jax.lax.fori_loop(0, iterations, body, (y, y, jnp.zeros(y.shape + (2,), y.dtype)))
+        return x, p, jnp.zeros_like(y)
+    op = (lambda x: x) if kind == "identity" else degrade.operator(kind, level)
+    adjoint = (lambda r: r) if kind == "identity" else op.adjoint
+    x = jnp.clip(adjoint(y) / adjoint(jnp.ones_like(y)), 0.0, 1.0)   # normalised back-projection
+    dec = spectral.decompose(kind, level, y, x.shape)
+    c = 0.99 / 3.0
+    tau, sigma = 10.0 * c, c / 10.0
+
+    def body(_, carry):
+        x, x_bar, p, r = carry
+        p = _project(p + sigma * gradient(x_bar), lam)
+        v = r + sigma * x_bar
+        r = v - sigma * jnp.clip(v / sigma, 0.0, 1.0)
+        x_new = spectral.data_prox(dec, x - tau * (gradient_adjoint(p) + r), tau)
+        return x_new, 2.0 * x_new - x, p, r
+
+    x, _, p, _ = jax.lax.fori_loop(0, iterations, body, (x, x, jnp.zeros(x.shape + (2,), x.dtype), jnp.zeros_like(x)))
+    x = jnp.clip(x, 0.0, 1.0)
+    return x, p, op(x) - y
+
+
+def _project(p, lam):
+    """Projection onto {|p_ij| <= lam} (the dual ball of lam TV, isotropic)."""
+    return p / jnp.maximum(1.0, jnp.sqrt(jnp.sum(p * p, -1, keepdims=True)) / lam)
 
 
 @partial(jax.jit, static_argnames=("radius",))
@@ -163,7 +182,9 @@ def _per_image(fn, y, masks=None, **kw):
     """Applies fn([H, W] or [H, W, 3] numpy image, [mask [H, W],] **kw) -> same shape to each image."""
     y = np.asarray(y, np.float64)
     masks = [{}] * len(y) if masks is None else [{"mask": m[..., 0]} for m in np.asarray(masks, np.float64)]
-    out = [fn(img[..., 0] if img.shape[-1] == 1 else img, **m, **kw) for img, m in zip(y, masks)]
+    with ThreadPoolExecutor(os.cpu_count()) as pool:   # the libraries release the GIL in their inner loops
+        out = list(pool.map(lambda a: fn(a[0][..., 0] if a[0].shape[-1] == 1 else a[0], **a[1], **kw),
+                            zip(y, masks)))
     return jnp.asarray(np.stack(out).reshape(y.shape), jnp.float32)
 
 
@@ -192,7 +213,9 @@ def _nl_means(img, h):
 
 def _bm3d(img, sigma):
     import bm3d
-    return bm3d.bm3d(img, sigma_psd=sigma)
+    profile = bm3d.BM3DProfile()
+    profile.num_threads = 1   # one image per thread of `_per_image`'s pool
+    return bm3d.bm3d(img, sigma_psd=sigma, profile=profile)
 
 
 def _bm3d_anscombe(img, peak, scale):

@@ -78,7 +78,13 @@ def save_labelled_rows(path, rows, ncols: int = 8) -> None:
 
 def load_folder(folder) -> np.ndarray:
     """All PNGs of a folder as float32 [N, H, W, C] in [0, 1] (C = 1 if every image is grayscale)."""
-    paths = sorted(Path(folder).glob("*.png")) if Path(folder).is_dir() else []
+    files = sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".")) \
+        if Path(folder).is_dir() else []
+    others = [p.name for p in files if p.suffix.lower() != ".png"]
+    if others:
+        raise ValueError(f"{folder} holds files that are not PNG ({', '.join(others[:3])}): convert them to .png "
+                         f"or move them out")
+    paths = files
     if not paths:
         raise ValueError(f"no PNG images in {folder}: give a folder with grayscale or RGB .png files")
     imgs = [Image.open(p) for p in paths]

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffjax import degrade, gaussian, heat, samplers
+from diffjax import degrade, gaussian, samplers, spectral
 from diffjax.degrade import Observation
 from diffjax.schedules import Schedule
 from diffjax.tuning import scales
@@ -50,28 +50,7 @@ def noise_sigma(obs: Observation) -> float:
     return {"gaussian": float(obs.level), "blur": degrade.BLUR_NOISE_SIGMA}.get(obs.kind, 0.0)
 
 
-# --- the operators in their singular bases (for DDNM+) ---------------------------------------------------
-
-def blur_eigenvalues(std: float, h: int, w: int) -> jnp.ndarray:
-    """The reflect-boundary blur with taps k_j (j = -r..r) is diagonal in the DCT-II basis with eigenvalue
-    lam(k) lam(l), lam(k) = k_0 + 2 sum_{j>=1} k_j cos(pi k j / N) (exact for r < N). [H, W]."""
-    taps = np.asarray(degrade.gaussian_kernel(std), np.float64)
-    r = (len(taps) - 1) // 2
-    lam = lambda n: taps[r] + 2 * sum(taps[r + j] * np.cos(np.pi * np.arange(n) * j / n) for j in range(1, r + 1))  # noqa
-    return jnp.asarray(np.outer(lam(h), lam(w)), jnp.float32)
-
-
-def _block_dct(x, f):
-    b, h, w, c = x.shape
-    blocks = x.reshape(b, h // f, f, w // f, f, c)
-    return jax.scipy.fft.dctn(blocks, type=2, axes=(2, 4), norm="ortho").reshape(x.shape)
-
-
-def _block_idct(coeffs, f):
-    b, h, w, c = coeffs.shape
-    blocks = coeffs.reshape(b, h // f, f, w // f, f, c)
-    return jax.scipy.fft.idctn(blocks, type=2, axes=(2, 4), norm="ortho").reshape(coeffs.shape)
-
+# --- DDNM+ --------------------------------------------------------------------------------------------
 
 def impulse_mask(y, threshold: float = 0.25):
     """1 where a pixel is kept, 0 where it looks like an impulse: exactly 0 or 1 and more than `threshold`
@@ -81,49 +60,6 @@ def impulse_mask(y, threshold: float = 0.25):
     med = jnp.median(jnp.stack([p[:, i:i + h, j:j + w] for i in range(3) for j in range(3)]), axis=0)
     extreme = (y == 0.0) | (y == 1.0)
     return 1.0 - (extreme & (jnp.abs(y - med) > threshold)).astype(y.dtype)
-
-
-class Spectral(NamedTuple):
-    """A = U diag(sv) V^T: `to` = V^T, `back` = V, sv broadcastable to the coefficients, y_hat = U^T y_m / sv
-    (the measurement in V's coordinates, 0 where sv = 0), sigma = noise std of y_m."""
-
-    y_hat: jnp.ndarray
-    sv: jnp.ndarray
-    sigma: float
-    basis: str        # "pixel", "dct", or "block<f>"
-
-
-def _transforms(basis: str):
-    """(V^T, V) of a singular basis: identity ("pixel"), the DCT-II ("dct"), or an f x f block DCT ("block<f>")."""
-    if basis == "pixel":
-        return (lambda x: x), (lambda c: c)
-    if basis == "dct":
-        return heat.dct, heat.idct
-    f = int(basis[5:])
-    return functools.partial(_block_dct, f=f), functools.partial(_block_idct, f=f)
-
-
-def spectral(obs: Observation, shape) -> Spectral:
-    """The observation in the singular basis of its operator, in model units."""
-    y, (_, h, w, _) = obs.y, shape
-    sigma = 2.0 * noise_sigma(obs)
-    if obs.kind in ("inpaint_box", "inpaint_random", "salt_pepper"):
-        m = obs.mask if obs.kind != "salt_pepper" else impulse_mask(y)
-        m = jnp.broadcast_to(m, shape)
-        return Spectral(m * _to_model(y), m, sigma, "pixel")
-    if obs.kind == "blur":
-        sv = blur_eigenvalues(float(obs.level), h, w)[None, :, :, None]
-        sv = jnp.where(jnp.abs(sv) > 1e-3, sv, 0.0)
-        y_hat = jnp.where(sv != 0, heat.dct(_to_model(y)) / jnp.where(sv != 0, sv, 1.0), 0.0)
-        return Spectral(y_hat, jnp.broadcast_to(sv, shape), sigma, "dct")
-    if obs.kind == "downsample":
-        f = int(obs.level)
-        dc = jnp.zeros((f, f)).at[0, 0].set(1.0)
-        sv = jnp.tile(dc, (h // f, w // f))[None, :, :, None] / f            # 1/f at each block's DC term
-        up = jnp.repeat(jnp.repeat(_to_model(y), f, 1), f, 2)                 # y_m per block, on every pixel
-        y_hat = f * up * jnp.tile(dc, (h // f, w // f))[None, :, :, None]     # f * y_m = y_m / sv at DC
-        return Spectral(y_hat, jnp.broadcast_to(sv, shape), sigma, "block" + str(f))
-    raise ValueError(f"ddnm restores {DDNM_KINDS}, not {obs.kind!r}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -147,7 +83,7 @@ def _ddnm_update(basis, sigma_y, y_hat, sv, x0, noise, ab_prev, key):
         scale = jnp.where(sig > 0, jnp.sqrt(jnp.maximum(gamma2, 0.0)) / jnp.maximum(sig, 1e-12), 0.0)
     else:
         lam, scale = observed.astype(x0.dtype), None
-    to, back = _transforms(basis)
+    to, back = spectral.transforms(basis)
     c = to(x0)
     x0 = back(c - lam * (c - y_hat))
     if scale is not None:
@@ -226,9 +162,18 @@ def _repaint(eps_fn, s, key, obs, shape, steps: int = 50, jump_length: int = 5, 
         int(np.sum(np.diff(np.append(ts, -1)) < 0))
 
 
+def decompose(obs: Observation, shape) -> spectral.Decomposition:
+    """The observation in its operator's singular basis, in model units (salt & pepper: detected impulses
+    are the unobserved pixels)."""
+    mask = impulse_mask(obs.y) if obs.kind == "salt_pepper" else obs.mask
+    if obs.kind not in DDNM_KINDS:
+        raise ValueError(f"ddnm restores {DDNM_KINDS}, not {obs.kind!r}")
+    return spectral.decompose(obs.kind, obs.level, _to_model(obs.y), shape, mask)
+
+
 def _ddnm(eps_fn, s, key, obs, shape, steps: int = 50, eta: float = 0.85):
-    spec = spectral(obs, shape)
-    cond = jax.tree_util.Partial(_ddnm_condition(spec.basis, spec.sigma), spec.y_hat, spec.sv)
+    dec = decompose(obs, shape)
+    cond = jax.tree_util.Partial(_ddnm_condition(dec.basis, 2.0 * noise_sigma(obs)), dec.y_hat, dec.sv)
     steps = min(steps, s.num_timesteps)
     return samplers.ddim_sample(eps_fn, s, key, shape, num_steps=steps, eta=eta, condition=cond), steps
 

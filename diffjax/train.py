@@ -21,7 +21,7 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
-from diffjax import checkpoint, data, gaussian, generate, images, parallel, schedules
+from diffjax import checkpoint, config_check, data, gaussian, generate, images, parallel, schedules
 from diffjax.nn.unet import UNet, init_unet, param_count
 
 
@@ -135,23 +135,28 @@ def make_train_step(graphdef, cfg, mesh):
     return jax.jit(step)
 
 
-def _write_config(workdir: Path, cfg) -> None:
-    """Saves the resolved config; refuses a run directory trained with a different model or data."""
+def _check_same_run(workdir: Path, cfg) -> None:
+    """Refuses a run directory trained with a different model, data, diffusion or seed."""
     path = workdir / "config.json"
-    new = json.loads(cfg.to_json_best_effort())
     if path.exists():
-        old = json.loads(path.read_text())
+        old, new = json.loads(path.read_text()), json.loads(cfg.to_json_best_effort())
         changed = [k for k in ("data", "model", "diffusion", "seed") if old.get(k) != new.get(k)]
         if changed:
             raise ValueError(f"{workdir} holds a run with a different {', '.join(changed)} config; "
                              f"use a new --workdir or the same config")
-    images.write_text(path, json.dumps(new, indent=2))
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drops metric lines logged after `step` (by a run that stopped before its next checkpoint)."""
+    """Drops metric lines logged after `step` (by a run that stopped before its next checkpoint) and a
+    last line cut short by a killed process."""
     if path.exists():
-        lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        lines = []
+        for ln in path.read_text().splitlines():
+            try:
+                if json.loads(ln)["step"] <= step:
+                    lines.append(ln)
+            except (ValueError, KeyError):
+                continue
         images.write_text(path, "".join(ln + "\n" for ln in lines))
 
 
@@ -167,60 +172,82 @@ def save_samples(graphdef, params, cfg, key, path, mesh) -> None:
 def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = True) -> TrainState:
     """Trains (or resumes) to `cfg.train.steps` in `workdir`; returns the final state.
 
-    Writes config.json, metrics.jsonl, samples/step_*.png and Orbax checkpoints. Ctrl-C
-    saves a checkpoint first; a non-finite loss raises `NonFiniteLossError` and keeps the
-    last good checkpoint.
+    The config, the data and the compiled step are checked first: a bad value is one ValueError and
+    leaves no run directory behind. Then writes config.json, metrics.jsonl, samples/step_*.png and
+    Orbax checkpoints. The host syncs only at log, sample and checkpoint steps; there every loss since
+    the last sync is checked, and a non-finite one raises `NonFiniteLossError` before anything of that
+    stretch is saved (the last good checkpoint is kept). Ctrl-C saves a checkpoint first.
     """
     workdir = Path(workdir)
     mesh = mesh or parallel.make_mesh()
+    config_check.check(cfg, mesh.shape[parallel.DATA])
+    _check_same_run(workdir, cfg)
     ds = data.load(cfg.data.dataset, "train")
     if ds.images.shape[1:] != (cfg.data.image_size, cfg.data.image_size, cfg.data.channels):
         raise ValueError(f"dataset {ds.name} has images {ds.images.shape[1:]}, config expects "
                          f"{(cfg.data.image_size, cfg.data.image_size, cfg.data.channels)}")
-    workdir.mkdir(parents=True, exist_ok=True)
-    _write_config(workdir, cfg)
     graphdef, state, sample_key = init_state(cfg, mesh)
+    ds_images, ds_labels = data.device_put(ds, parallel.replicated(mesh))
+    step_fn = make_train_step(graphdef, cfg, mesh).lower(state, ds_images, ds_labels).compile()
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    images.write_text(workdir / "config.json", json.dumps(json.loads(cfg.to_json_best_effort()), indent=2))
     mngr = checkpoint.manager(workdir)
     if checkpoint.steps(mngr):
         state = TrainState(**checkpoint.restore(mngr, state._asdict()))
         mngr.close()
         checkpoint.set_aside_after(mngr, int(state.step))
         mngr = checkpoint.manager(workdir)
-    start = int(state.step)
+    start = step = last_saved = int(state.step)
     metrics_path = workdir / "metrics.jsonl"
     _truncate_metrics(metrics_path, start)
-    step_fn = make_train_step(graphdef, cfg, mesh)
-    ds_images, ds_labels = data.device_put(ds, parallel.replicated(mesh))
     t = cfg.train
-    last_saved = start
+    pending = []       # (step, device metrics) since the last host sync
+
+    def sync():
+        """Host sync: every pending loss finite, else NonFiniteLossError. Returns the newest metrics."""
+        losses = np.asarray(jax.device_get([m["loss"] for _, m in pending]))
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if bad.size:
+            raise NonFiniteLossError(
+                f"loss is {losses[bad[0]]} at step {pending[bad[0]][0]}; the last good checkpoint (step "
+                f"{last_saved}) is kept in {workdir}; lower --config.optim.lr or check the data, then run again")
+        newest = {k: float(v) for k, v in pending[-1][1].items()}
+        pending.clear()
+        return newest
+
     bar = tqdm(total=t.steps, initial=start, unit="step", disable=not progress, dynamic_ncols=True,
                desc=f"train {ds.name} ({param_count(nnx.merge(graphdef, state.params)) / 1e6:.2f}M params)")
     try:
         with open(metrics_path, "a") as log:
             tic = time.perf_counter()
-            while int(state.step) < t.steps:
+            while step < t.steps:
                 state, m = step_fn(state, ds_images, ds_labels)
-                step, loss = int(state.step), float(m["loss"])
-                if not np.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"loss is {loss} at step {step}; the last good checkpoint (step {last_saved}) is kept in "
-                        f"{workdir}; lower --config.optim.lr or check the data, then run again")
+                step += 1
+                pending.append((step, m))
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}")
-                if step % t.log_every == 0 or step == t.steps:
+                log_now, sample_now = step % t.log_every == 0, step % t.sample_every == 0
+                ckpt_now = step % t.ckpt_every == 0 or step == t.steps
+                if not (log_now or sample_now or ckpt_now):
+                    continue
+                m = sync()
+                bar.set_postfix(loss=f"{m['loss']:.4f}")
+                if log_now or step == t.steps:
                     now = time.perf_counter()
-                    log.write(json.dumps({"step": step, "loss": loss, "grad_norm": float(m["grad_norm"]),
+                    log.write(json.dumps({"step": step, "loss": m["loss"], "grad_norm": m["grad_norm"],
                                           "steps_per_sec": t.log_every / (now - tic)}) + "\n")
                     log.flush()
                     tic = now
-                if step % t.sample_every == 0 or step == t.steps:
+                if sample_now or step == t.steps:
                     save_samples(graphdef, state.ema_params, cfg, jax.random.fold_in(sample_key, step),
                                  workdir / "samples" / f"step_{step:07d}.png", mesh)
-                if step % t.ckpt_every == 0 or step == t.steps:
+                if ckpt_now:
                     checkpoint.save(mngr, step, state._asdict())
                     last_saved = step
     except KeyboardInterrupt:
         step = int(state.step)
+        if pending:
+            sync()
         if step > last_saved:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the save
             checkpoint.save(mngr, step, state._asdict())

@@ -18,10 +18,10 @@ from absl import flags
 from experiments import cli
 
 flags.DEFINE_string("config", "reference", "config name in experiments/configs (mnist, cifar10, reference, ...)")
-flags.DEFINE_integer("batch_size", 0, "train batch size (0: the config's)")
-flags.DEFINE_integer("steps", 5, "timed train steps (after one warm-up)")
-flags.DEFINE_integer("sample_batch", 32, "images per DDIM sampling call")
-flags.DEFINE_integer("sample_steps", 50, "DDIM steps")
+flags.DEFINE_integer("batch_size", 0, "train batch size (0: the config's)", lower_bound=0)
+flags.DEFINE_integer("steps", 5, "timed train steps (after one warm-up)", lower_bound=1)
+flags.DEFINE_integer("sample_batch", 32, "images per DDIM sampling call", lower_bound=1)
+flags.DEFINE_integer("sample_steps", 50, "DDIM steps", lower_bound=1)
 flags.DEFINE_string("out", "checkpoints/bench/bench.json", "where to write the numbers")
 flags.DEFINE_bool("worker", False, "internal: measure in this process and print JSON")
 

@@ -4,7 +4,7 @@ import os
 import sys
 from pathlib import Path
 
-from absl import app, logging
+from absl import app, flags, logging
 
 from diffjax import checkpoint, data, parallel, train
 
@@ -16,8 +16,17 @@ def default_workdir(cfg) -> Path:
     return Path("checkpoints") / cfg.name
 
 
+def _parse_flags(argv):
+    """absl's flag parsing, with a bad flag value reported as one `error:` line (exit status 2)."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
 def run(main) -> None:
-    """absl `app.run(main)`, turning the project's user errors and Ctrl-C into one line on stderr."""
+    """absl `app.run(main)`, turning bad flags, the project's user errors and Ctrl-C into one line on stderr."""
 
     def wrapped(argv):
         logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
@@ -35,4 +44,4 @@ def run(main) -> None:
             print(str(e) or "interrupted", file=sys.stderr)
             sys.exit(130)
 
-    app.run(wrapped)
+    app.run(wrapped, flags_parser=_parse_flags)

@@ -22,14 +22,16 @@ from experiments.diffusion_eval import model_eps_fn, run_method
 
 flags.DEFINE_string("dataset", "mnist_sample", "mnist_sample (test split), or any dataset of diffjax.data")
 flags.DEFINE_string("folder", None, "a folder of your own PNG images (all the same size), instead of --dataset")
-flags.DEFINE_integer("num_images", 200, "test images scored per degradation")
-flags.DEFINE_integer("num_val", 24, "validation images (train split) for tuning the parameters")
+flags.DEFINE_integer("num_images", 200, "test images scored per degradation", lower_bound=1)
+flags.DEFINE_integer("num_val", 24, "validation images (train split) for tuning the parameters",
+                     lower_bound=1)
 flags.DEFINE_list("degradations", sorted(degrade.DEFAULT_LEVELS), "degradations to run")
 flags.DEFINE_list("methods", sorted(classical.METHODS), "methods to run")
 flags.DEFINE_string("workdir", "checkpoints/compare_filters", "output directory")
 flags.DEFINE_integer("seed", 0, "seed of the degradations")
 flags.DEFINE_string("diffusion", None, "a trained run directory: add its conditioned samplers (diffjax.restore)")
-flags.DEFINE_integer("samples", 4, "posterior samples averaged into each diffusion method's posterior mean")
+flags.DEFINE_integer("samples", 4, "posterior samples averaged into each diffusion method's posterior mean",
+                     lower_bound=1)
 
 
 def load_images(f):
@@ -54,15 +56,17 @@ def evaluate(kind, level, method, val, test, key):
     k_val, k_test = jax.random.split(key)
     obs_val, obs_test = degrade.degrade(kind, level, k_val, val), degrade.degrade(kind, level, k_test, test)
     score = lambda p: float(np.mean(metrics.psnr(classical.restore(method.name, obs_val, **p), val)))  # noqa: E731
-    best, _, info = tuning.tune(score, method.grid)
     tic = time.perf_counter()
+    best, _, info = tuning.tune(score, method.grid)
+    tuning_seconds, tic = time.perf_counter() - tic, time.perf_counter()
     x_hat = np.asarray(classical.restore(method.name, obs_test, **best))
     seconds = (time.perf_counter() - tic) / len(test)
     psnr, ssim = np.asarray(metrics.psnr(x_hat, test)), np.asarray(metrics.ssim(x_hat, test))
     return {"degradation": kind, "level": level, "method": method.name, "params": best,
             "at_bound": info["at_bound"], "evaluations": info["evaluations"],
             "psnr": float(psnr.mean()), "psnr_se": _se(psnr), "ssim": float(ssim.mean()), "ssim_se": _se(ssim),
-            "seconds_per_image": seconds, "psnr_per_image": psnr.tolist()}, x_hat, obs_test
+            "seconds_per_image": seconds, "tuning_seconds": tuning_seconds,
+            "psnr_per_image": psnr.tolist()}, x_hat, obs_test
 
 
 def task_key(seed: int, kind: str, level) -> jax.Array:

@@ -21,8 +21,8 @@ flags.DEFINE_string("workdir", None, "run directory written by experiments.train
 flags.DEFINE_string("degradation", "inpaint_box", f"one of {sorted(degrade.DEGRADATIONS)}")
 flags.DEFINE_float("level", None, "degradation level (default: the first of degrade.DEFAULT_LEVELS)")
 flags.DEFINE_list("method", None, "restoration methods (default: every one that applies)")
-flags.DEFINE_integer("num", 16, "images to restore")
-flags.DEFINE_integer("samples", 4, "posterior samples averaged into the posterior mean")
+flags.DEFINE_integer("num", 16, "images to restore", lower_bound=1)
+flags.DEFINE_integer("samples", 4, "posterior samples averaged into the posterior mean", lower_bound=1)
 flags.DEFINE_string("folder", None, "a folder of your own PNG images instead of the test digits")
 flags.DEFINE_string("out", None, "output directory (default: RUN/restore/<degradation>_<level>)")
 flags.DEFINE_integer("seed", 0, "seed of the degradation and the samplers")
@@ -43,8 +43,6 @@ def check_level(kind: str, level):
 def main(argv):
     del argv
     f = flags.FLAGS
-    if f.num < 1 or f.samples < 1:
-        raise ValueError(f"--num and --samples must be >= 1, got {f.num} and {f.samples}")
     kind = f.degradation
     if kind not in degrade.DEGRADATIONS:
         raise ValueError(f"unknown --degradation {kind!r}; choose one of {sorted(degrade.DEGRADATIONS)}")

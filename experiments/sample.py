@@ -16,14 +16,16 @@ from experiments import cli
 
 flags.DEFINE_string("workdir", None, "run directory written by experiments.train_ddpm", required=True)
 flags.DEFINE_enum("sampler", "ddim", sorted(samplers.SAMPLERS), "sampler")
-flags.DEFINE_integer("steps", 50, "DDIM steps (DDPM always uses all T)")
-flags.DEFINE_float("eta", 0.0, "DDIM eta: 0 deterministic, 1 DDPM-like")
+flags.DEFINE_integer("steps", 50, "DDIM steps (DDPM always uses all T)", lower_bound=1)
+flags.DEFINE_float("eta", 0.0, "DDIM eta: 0 deterministic, 1 DDPM-like", lower_bound=0.0)
 flags.DEFINE_enum("variance", "fixed_small", list(samplers.VARIANCES), "DDPM reverse variance")
-flags.DEFINE_integer("num", 64, "number of images")
-flags.DEFINE_integer("batch_size", 256, "images per sampler call (rounded to a multiple of the device count)")
+flags.DEFINE_integer("num", 64, "number of images", lower_bound=1)
+flags.DEFINE_integer("batch_size", 256, "images per sampler call (rounded to a multiple of the device count)",
+                     lower_bound=1)
 flags.DEFINE_integer("seed", 0, "sampling seed")
 flags.DEFINE_string("out", None, "output .npz (default: RUN/samples/<sampler>_<steps>.npz)")
-flags.DEFINE_integer("trajectory", 0, "if > 0, also save a strip of x_t at this many timesteps")
+flags.DEFINE_integer("trajectory", 0, "if > 0, also save a strip of x_t at this many timesteps",
+                     lower_bound=0)
 
 
 def main(argv):

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffjax import degrade, heat, restore, schedules
+from diffjax import degrade, heat, restore, schedules, spectral
 
 S = schedules.linear(1000)
 MU, V = 0.2, 0.09          # prior of every pixel in model units: x_m ~ N(MU, V), independent
@@ -73,8 +73,8 @@ def test_inpainting_samples_the_exact_posterior(name):
 def test_ddnm_super_resolution_samples_the_exact_posterior():
     x = _clean(jax.random.PRNGKey(6))
     obs = degrade.degrade("downsample", 2, jax.random.PRNGKey(7), x)
-    to = restore._transforms("block2")[0]
-    spec = restore.spectral(obs, x.shape)
+    to = spectral.transforms("block2")[0]
+    spec = restore.decompose(obs, x.shape)
     observed = spec.sv > 0
     post_mean = jnp.where(observed, spec.y_hat, to(jnp.full(x.shape, MU)))
     post_var = jnp.where(observed, 0.0, V)
@@ -86,7 +86,7 @@ def test_ddnm_super_resolution_samples_the_exact_posterior():
 def test_ddnm_deblurring_samples_the_exact_posterior():
     x = _clean(jax.random.PRNGKey(9))
     obs = degrade.degrade("blur", 1.0, jax.random.PRNGKey(10), x)
-    lam = restore.blur_eigenvalues(1.0, H, H)[None, :, :, None]
+    lam = spectral.blur_eigenvalues(1.0, H, H)[None, :, :, None]
     s2 = (2 * degrade.BLUR_NOISE_SIGMA) ** 2
     y_hat = heat.dct(2 * obs.y - 1)
     prior_mean = heat.dct(jnp.full(x.shape, MU))
@@ -102,7 +102,7 @@ def test_ddnm_deblurring_samples_the_exact_posterior():
 def test_blur_is_diagonal_in_the_dct_basis_with_the_stated_eigenvalues():
     x = jax.random.uniform(jax.random.PRNGKey(12), (2, 28, 28, 1))
     for std in (1.0, 2.0):
-        lam = restore.blur_eigenvalues(std, 28, 28)[None, :, :, None]
+        lam = spectral.blur_eigenvalues(std, 28, 28)[None, :, :, None]
         np.testing.assert_allclose(degrade.blur_operator(std)(x), heat.idct(lam * heat.dct(x)), atol=1e-5)
 
 

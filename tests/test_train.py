@@ -80,17 +80,13 @@ def _patched_step(monkeypatch, on_step):
 
     def make(graphdef, cfg, mesh):
         step = real(graphdef, cfg, mesh)
-
-        def wrapped(state, images, labels):
-            return on_step(*step(state, images, labels))
-
-        return wrapped
+        return jax.jit(lambda state, images, labels: on_step(*step(state, images, labels)))
 
     monkeypatch.setattr(train, "make_train_step", make)
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_cfg, tmp_path, monkeypatch):
-    tiny_cfg.train.update(steps=6, ckpt_every=2, sample_every=1000)
+    tiny_cfg.train.update(steps=6, ckpt_every=2, sample_every=1000, log_every=1000)
     _patched_step(monkeypatch, lambda s, m: (s, {**m, "loss": jnp.where(s.step >= 3, jnp.nan, m["loss"])}))
     with pytest.raises(train.NonFiniteLossError, match="step 3.*last good checkpoint \\(step 2\\)"):
         train.run(tiny_cfg, tmp_path, progress=False)
@@ -100,15 +96,19 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_cfg, tmp_path
 def test_ctrl_c_saves_a_checkpoint_before_exiting(tiny_cfg, tmp_path, monkeypatch):
     tiny_cfg.train.update(steps=6, ckpt_every=100, sample_every=1000)
 
-    def interrupt_at_4(s, m):
-        if int(s.step) == 4:
-            raise KeyboardInterrupt
-        return s, m
+    class InterruptAt4(train.tqdm):
+        calls = 0
 
-    _patched_step(monkeypatch, interrupt_at_4)
-    with pytest.raises(KeyboardInterrupt, match="step 3 saved"):
+        def update(self, n=1):   # called once per finished step (a disabled bar keeps no count itself)
+            super().update(n)
+            InterruptAt4.calls += n
+            if InterruptAt4.calls == 4:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "tqdm", InterruptAt4)
+    with pytest.raises(KeyboardInterrupt, match="step 4 saved"):
         train.run(tiny_cfg, tmp_path, progress=False)
-    assert int(_params(tmp_path, tiny_cfg)["step"]) == 3
+    assert int(_params(tmp_path, tiny_cfg)["step"]) == 4
 
 
 def test_run_directory_with_other_model_is_refused(tiny_cfg, tmp_path):
