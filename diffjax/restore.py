@@ -52,32 +52,42 @@ def noise_sigma(obs: Observation) -> float:
 
 # --- DDNM+ --------------------------------------------------------------------------------------------
 
-def impulse_mask(y, threshold: float = 0.25):
+def impulse_mask(y, threshold: float = 0.25, size: int = 5):
     """1 where a pixel is kept, 0 where it looks like an impulse: exactly 0 or 1 and more than `threshold`
-    away from the median of its 3x3 neighbourhood (edge-padded). [B, H, W, C] -> same."""
+    away from the median of its size x size neighbourhood (edge-padded). [B, H, W, C] -> same.
+    On the validation digits at 40% impulses, 5x5 leaves kept pixels whose error caps PSNR at 19.5 dB
+    (3x3: 16.8 dB, 7x7: 18.8 dB); at 10%: 34.5 dB (3x3: 30.0 dB)."""
     _, h, w, _ = y.shape
-    p = jnp.pad(y, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
-    med = jnp.median(jnp.stack([p[:, i:i + h, j:j + w] for i in range(3) for j in range(3)]), axis=0)
+    r = size // 2
+    p = jnp.pad(y, ((0, 0), (r, r), (r, r), (0, 0)), mode="edge")
+    med = jnp.median(jnp.stack([p[:, i:i + h, j:j + w] for i in range(size) for j in range(size)]), axis=0)
     extreme = (y == 0.0) | (y == 1.0)
     return 1.0 - (extreme & (jnp.abs(y - med) > threshold)).astype(y.dtype)
 
 
 @functools.lru_cache(maxsize=None)
-def _ddnm_condition(basis: str, sigma_y: float):
-    """The DDNM+ hook for one basis and noise level: (y_hat, sv, x0, noise, ab', key) -> (x0, noise)."""
-    return functools.partial(_ddnm_update, basis, sigma_y)
+def _ddnm_condition(basis: str, noise: str):
+    """The DDNM+ hook for one basis and noise model ("none", "gaussian", "poisson"), compiled once for all
+    noise levels: Partial(hook, noise_param, floor, y_hat, sv)(x0, noise, ab', key) -> (x0, noise)."""
+    return functools.partial(_ddnm_update, basis, noise)
 
 
-def _ddnm_update(basis, sigma_y, y_hat, sv, x0, noise, ab_prev, key):
+def _ddnm_update(basis, noise_model, noise_param, floor, y_hat, sv, x0, noise, ab_prev, key):
     """DDNM+ (Wang et al. 2023, Eq. 17-19) per singular coordinate i with sv_i > 0:
     lam_i = min(1, sigma_t sv_i / (a_t sigma_y)), c_i <- c_i - lam_i (c_i - y_hat_i), and the fresh noise of
     that coordinate shrunk to gamma_i^2 = sigma_t^2 - (a_t lam_i sigma_y / sv_i)^2 (a_t = sqrt(ab'),
-    sigma_t = sqrt(1 - ab')), so x_{t'} keeps its marginal noise level."""
+    sigma_t = sqrt(1 - ab')), so x_{t'} keeps its marginal noise level. Gaussian noise: sigma_y = noise_param
+    (model units). Poisson counts at peak = noise_param (pixel basis): Var y_i = x_i / peak, so sigma_y is
+    the per-pixel map 2 sqrt(max(x0_i, floor) / peak) at the current estimate x0 (x0_i in [0, 1] units)."""
     del key
     a, sig = jnp.sqrt(ab_prev), jnp.sqrt(1.0 - ab_prev)
     observed = sv > 0
     safe_sv = jnp.where(observed, sv, 1.0)
-    if sigma_y > 0:
+    if noise_model == "poisson":
+        sigma_y = 2.0 * jnp.sqrt(jnp.clip((x0 + 1.0) / 2.0, floor, 1.0) / noise_param)
+    else:
+        sigma_y = noise_param
+    if noise_model != "none":
         lam = jnp.where(observed, jnp.minimum(1.0, sig * safe_sv / (a * sigma_y)), 0.0)
         gamma2 = jnp.where(observed, sig**2 - (a * lam * sigma_y / safe_sv) ** 2, sig**2)
         scale = jnp.where(sig > 0, jnp.sqrt(jnp.maximum(gamma2, 0.0)) / jnp.maximum(sig, 1e-12), 0.0)
@@ -168,12 +178,17 @@ def decompose(obs: Observation, shape) -> spectral.Decomposition:
     mask = impulse_mask(obs.y) if obs.kind == "salt_pepper" else obs.mask
     if obs.kind not in DDNM_KINDS:
         raise ValueError(f"ddnm restores {DDNM_KINDS}, not {obs.kind!r}")
-    return spectral.decompose(obs.kind, obs.level, _to_model(obs.y), shape, mask)
+    kind = "identity" if obs.kind in ("gaussian", "poisson") else obs.kind
+    return spectral.decompose(kind, obs.level, _to_model(obs.y), shape, mask)
 
 
-def _ddnm(eps_fn, s, key, obs, shape, steps: int = 50, eta: float = 0.85):
+def _ddnm(eps_fn, s, key, obs, shape, steps: int = 50, eta: float = 0.85, floor: float = 0.1):
     dec = decompose(obs, shape)
-    cond = jax.tree_util.Partial(_ddnm_condition(dec.basis, 2.0 * noise_sigma(obs)), dec.y_hat, dec.sv)
+    sigma_y = 2.0 * noise_sigma(obs)
+    model, param = ("poisson", float(obs.level)) if obs.kind == "poisson" else \
+        ("gaussian", sigma_y) if sigma_y > 0 else ("none", 0.0)
+    cond = jax.tree_util.Partial(_ddnm_condition(dec.basis, model), jnp.float32(param), jnp.float32(floor),
+                                 dec.y_hat, dec.sv)
     steps = min(steps, s.num_timesteps)
     return samplers.ddim_sample(eps_fn, s, key, shape, num_steps=steps, eta=eta, condition=cond), steps
 
@@ -199,7 +214,7 @@ class Method(NamedTuple):
     run: Callable
 
 
-DDNM_KINDS = ("inpaint_box", "inpaint_random", "downsample", "blur", "salt_pepper")
+DDNM_KINDS = ("inpaint_box", "inpaint_random", "downsample", "blur", "salt_pepper", "gaussian", "poisson")
 METHODS: dict[str, Method] = {m.name: m for m in [
     Method("denoise", ("gaussian",), {}, _denoise),
     Method("repaint", ("inpaint_box", "inpaint_random"), {}, _repaint),
@@ -259,16 +274,23 @@ def restore_with_nfe(name, eps_fn, s, key, obs, *, image_shape=None, **params):
     return _to_image(x), nfe
 
 
-def posterior_mean(name: str, eps_fn, s: Schedule, key, obs: Observation, num_samples: int = 4, *,
-                   image_shape=None, **params):
-    """The average and the per-pixel std of `num_samples` posterior samples (drawn as one batch).
-
-    PSNR rewards the posterior mean; a single sample is sharper. Returns (mean, std), [B, H, W, C]."""
+def posterior_samples(name: str, eps_fn, s: Schedule, key, obs: Observation, num_samples: int = 4, *,
+                      image_shape=None, **params):
+    """`num_samples` posterior samples per image, drawn as one batch. Returns ([K, B, H, W, C] in [0, 1], NFE)."""
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     shape = tuple(image_shape or _image_shape(obs))
     tile = lambda a: None if a is None else jnp.concatenate([a] * num_samples)  # noqa: E731
     many = obs._replace(y=tile(obs.y), mask=tile(obs.mask))
-    x = restore(name, eps_fn, s, key, many, image_shape=(shape[0] * num_samples,) + shape[1:], **params)
-    x = x.reshape((num_samples,) + shape)
+    x, nfe = restore_with_nfe(name, eps_fn, s, key, many, image_shape=(shape[0] * num_samples,) + shape[1:],
+                              **params)
+    return x.reshape((num_samples,) + shape), nfe
+
+
+def posterior_mean(name: str, eps_fn, s: Schedule, key, obs: Observation, num_samples: int = 4, *,
+                   image_shape=None, **params):
+    """The average and the per-pixel std of `num_samples` posterior samples.
+
+    PSNR rewards the posterior mean; a single sample is sharper. Returns (mean, std), [B, H, W, C]."""
+    x, _ = posterior_samples(name, eps_fn, s, key, obs, num_samples, image_shape=image_shape, **params)
     return x.mean(0), x.std(0)

@@ -30,8 +30,11 @@ flags.DEFINE_list("methods", sorted(classical.METHODS), "methods to run")
 flags.DEFINE_string("workdir", "checkpoints/compare_filters", "output directory")
 flags.DEFINE_integer("seed", 0, "seed of the degradations")
 flags.DEFINE_string("diffusion", None, "a trained run directory: add its conditioned samplers (diffjax.restore)")
-flags.DEFINE_integer("samples", 4, "posterior samples averaged into each diffusion method's posterior mean",
+flags.DEFINE_integer("samples", 8, "posterior samples averaged into each diffusion method's posterior mean",
                      lower_bound=1)
+flags.DEFINE_list("diffusion_methods", ["ddnm"], "conditioned samplers to add with --diffusion, or 'all' (every one "
+                  "that applies; DPS costs about 3x the NFE in time)")
+flags.DEFINE_integer("diffusion_steps", 20, "reverse steps of each conditioned sampler", lower_bound=1)
 
 
 def load_images(f):
@@ -76,22 +79,27 @@ def task_key(seed: int, kind: str, level) -> jax.Array:
     return jax.random.fold_in(key, int(round(float(level) * 1000)))
 
 
-def evaluate_diffusion(kind, level, name, val, test, key, eps_fn, s, num_samples):
+def evaluate_diffusion(kind, level, name, val, test, key, eps_fn, s, num_samples, steps):
     """Tunes a conditioned sampler on val (PSNR of one sample), then scores one sample and the posterior
     mean of `num_samples` on test. Returns ([sample row, mean row], sample images, observation)."""
     k_val, k_test = jax.random.split(key)
     obs_val, obs_test = degrade.degrade(kind, level, k_val, val), degrade.degrade(kind, level, k_test, test)
     score = lambda p: float(np.mean(metrics.psnr(  # noqa: E731
-        restore.restore(name, eps_fn, s, jax.random.fold_in(k_val, 7), obs_val, **p), val)))
+        restore.restore(name, eps_fn, s, jax.random.fold_in(k_val, 7), obs_val, image_shape=val.shape, steps=steps,
+                        **p), val)))
+    tic = time.perf_counter()
     best, _, info = tuning.tune(score, restore.get(name).grid)
-    rec, sample, _, _ = run_method(name, eps_fn, s, jax.random.fold_in(k_test, 7), obs_test, test, num_samples, **best)
+    tuning_seconds = time.perf_counter() - tic
+    rec, sample, _, _ = run_method(name, eps_fn, s, jax.random.fold_in(k_test, 7), obs_test, test, num_samples,
+                                   steps=steps, **best)
     rows = []
     for tag, label in (("sample", f"{name} (sample)"), ("mean", f"{name} (mean of {num_samples})")):
         p, q = np.asarray(rec[tag]["psnr_per_image"]), np.asarray(rec[tag]["ssim_per_image"])
-        rows.append({"degradation": kind, "level": level, "method": label, "params": best,
+        rows.append({"degradation": kind, "level": level, "method": label, "params": {**best, "steps": steps},
                      "at_bound": info["at_bound"], "evaluations": info["evaluations"], "nfe": rec["nfe"],
                      "psnr": float(p.mean()), "psnr_se": _se(p), "ssim": float(q.mean()), "ssim_se": _se(q),
-                     "seconds_per_image": rec["seconds_per_image"], "psnr_per_image": p.tolist()})
+                     "seconds_per_image": rec["seconds_per_image"], "tuning_seconds": tuning_seconds,
+                     "psnr_per_image": p.tolist()})
     return rows, sample, obs_test
 
 
@@ -171,15 +179,18 @@ def main(argv):
     workdir = Path(f.workdir)
     tasks = [(k, lv, m) for k in f.degradations for lv in degrade.DEFAULT_LEVELS[k] for m in methods
              if k in m.applies_to]
+    wanted = sorted(restore.METHODS) if f.diffusion_methods == ["all"] else f.diffusion_methods
+    for name in wanted:
+        restore.get(name)
     model = model_eps_fn(f.diffusion, test.shape[1:]) if f.diffusion else None
     if model:
         tasks += [(k, lv, name) for k in f.degradations for lv in degrade.DEFAULT_LEVELS[k]
-                  for name, m in restore.METHODS.items() if k in m.applies_to]
+                  for name in wanted if k in restore.METHODS[name].applies_to]
     results, examples = [], {}
     for kind, level, method in tqdm(tasks, desc="methods x degradations"):
         if isinstance(method, str):
             rs, x_hat, obs = evaluate_diffusion(kind, level, method, val, test, task_key(f.seed, kind, level),
-                                                model[0], model[1], f.samples)
+                                                model[0], model[1], f.samples, f.diffusion_steps)
             results += rs
             label = f"{method} (sample)"
         else:
