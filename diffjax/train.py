@@ -146,18 +146,12 @@ def _check_same_run(workdir: Path, cfg) -> None:
                              f"use a new --workdir or the same config")
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drops metric lines logged after `step` (by a run that stopped before its next checkpoint) and a
-    last line cut short by a killed process."""
-    if path.exists():
-        lines = []
-        for ln in path.read_text().splitlines():
-            try:
-                if json.loads(ln)["step"] <= step:
-                    lines.append(ln)
-            except (ValueError, KeyError):
-                continue
-        images.write_text(path, "".join(ln + "\n" for ln in lines))
+def _read_metrics(path: Path, step: int) -> list[str]:
+    """The metric lines of steps <= `step` (later ones were logged by a run that stopped before its next
+    checkpoint, and are trained again)."""
+    if not path.exists():
+        return []
+    return [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
 
 
 def save_samples(graphdef, params, cfg, key, path, mesh) -> None:
@@ -200,7 +194,7 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
         mngr = checkpoint.manager(workdir)
     start = step = last_saved = int(state.step)
     metrics_path = workdir / "metrics.jsonl"
-    _truncate_metrics(metrics_path, start)
+    logged = _read_metrics(metrics_path, start)
     t = cfg.train
     pending = []       # (step, device metrics) since the last host sync
 
@@ -219,31 +213,30 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
     bar = tqdm(total=t.steps, initial=start, unit="step", disable=not progress, dynamic_ncols=True,
                desc=f"train {ds.name} ({param_count(nnx.merge(graphdef, state.params)) / 1e6:.2f}M params)")
     try:
-        with open(metrics_path, "a") as log:
-            tic = time.perf_counter()
-            while step < t.steps:
-                state, m = step_fn(state, ds_images, ds_labels)
-                step += 1
-                pending.append((step, m))
-                bar.update(1)
-                log_now, sample_now = step % t.log_every == 0, step % t.sample_every == 0
-                ckpt_now = step % t.ckpt_every == 0 or step == t.steps
-                if not (log_now or sample_now or ckpt_now):
-                    continue
-                m = sync()
-                bar.set_postfix(loss=f"{m['loss']:.4f}")
-                if log_now or step == t.steps:
-                    now = time.perf_counter()
-                    log.write(json.dumps({"step": step, "loss": m["loss"], "grad_norm": m["grad_norm"],
-                                          "steps_per_sec": t.log_every / (now - tic)}) + "\n")
-                    log.flush()
-                    tic = now
-                if sample_now or step == t.steps:
-                    save_samples(graphdef, state.ema_params, cfg, jax.random.fold_in(sample_key, step),
-                                 workdir / "samples" / f"step_{step:07d}.png", mesh)
-                if ckpt_now:
-                    checkpoint.save(mngr, step, state._asdict())
-                    last_saved = step
+        tic = time.perf_counter()
+        while step < t.steps:
+            state, m = step_fn(state, ds_images, ds_labels)
+            step += 1
+            pending.append((step, m))
+            bar.update(1)
+            log_now, sample_now = step % t.log_every == 0, step % t.sample_every == 0
+            ckpt_now = step % t.ckpt_every == 0 or step == t.steps
+            if not (log_now or sample_now or ckpt_now):
+                continue
+            m = sync()
+            bar.set_postfix(loss=f"{m['loss']:.4f}")
+            if log_now or step == t.steps:
+                now = time.perf_counter()
+                logged.append(json.dumps({"step": step, "loss": m["loss"], "grad_norm": m["grad_norm"],
+                                          "steps_per_sec": t.log_every / (now - tic)}))
+                images.write_text(metrics_path, "".join(ln + "\n" for ln in logged))   # atomic
+                tic = now
+            if sample_now or step == t.steps:
+                save_samples(graphdef, state.ema_params, cfg, jax.random.fold_in(sample_key, step),
+                             workdir / "samples" / f"step_{step:07d}.png", mesh)
+            if ckpt_now:
+                checkpoint.save(mngr, step, state._asdict())
+                last_saved = step
     except KeyboardInterrupt:
         step = int(state.step)
         if pending:

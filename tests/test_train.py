@@ -93,6 +93,17 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_cfg, tmp_path
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2"]
 
 
+def test_a_run_that_died_before_its_first_checkpoint_starts_again_on_its_directory(tiny_cfg, tmp_path, monkeypatch):
+    tiny_cfg.train.update(steps=4, ckpt_every=2, sample_every=1000)
+    _patched_step(monkeypatch, lambda s, m: (s, {**m, "loss": m["loss"] * jnp.nan}))
+    with pytest.raises(train.NonFiniteLossError, match="step 1"):
+        train.run(tiny_cfg, tmp_path, progress=False)
+    assert not list((tmp_path / "checkpoints").iterdir())
+    monkeypatch.undo()
+    assert int(train.run(tiny_cfg, tmp_path, progress=False).step) == 4
+    assert [json.loads(ln)["step"] for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+
+
 def test_ctrl_c_saves_a_checkpoint_before_exiting(tiny_cfg, tmp_path, monkeypatch):
     tiny_cfg.train.update(steps=6, ckpt_every=100, sample_every=1000)
 
