@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from diffjax.images import load_folder
-from experiments.compare_filters import best_table
+from experiments.compare_filters import best_table, versus_table
 
 
 def test_folder_of_rgb_and_grayscale_pngs(tmp_path):
@@ -29,3 +29,14 @@ def test_best_table_picks_highest_psnr_per_degradation_and_level():
                     params={}) for m, p in (("heat", 20.0), ("bm3d", 25.0))]
     table = best_table(results)
     assert "| gaussian | 0.1 | bm3d | 25.00 ± 0.10 | 0.500 ± 0.010 | {} | heat | 20.00" in table
+
+
+def test_versus_table_gives_the_paired_margin_of_the_best_diffusion_row_over_the_best_classical_row():
+    row = lambda m, per, **kw: dict(degradation="blur", level=1.0, method=m, psnr=float(np.mean(per)),  # noqa: E731
+                                    psnr_se=0.1, ssim=0.9, ssim_se=0.01, params={}, psnr_per_image=per, **kw)
+    results = [row("wiener", [20.0, 22.0, 24.0]), row("tv_deconv", [21.0, 23.0, 25.0]),
+               row("ddnm (sample)", [21.5, 23.0, 26.5], nfe=20), row("ddnm (mean of 8)", [20.0, 20.0, 20.0], nfe=20)]
+    line = [ln for ln in versus_table(results).splitlines() if ln.startswith("| blur")][0]
+    diff = np.array([0.5, 0.0, 1.5])
+    assert "| tv_deconv | 23.00" in line and "| ddnm (sample) (20) | 23.67" in line
+    assert line.endswith(f"| +{diff.mean():.2f} ± {diff.std(ddof=1) / np.sqrt(3):.2f} |")
