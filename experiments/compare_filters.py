@@ -217,7 +217,8 @@ def main(argv):
             label = method.name
         rows = examples.setdefault((kind, level), [("clean", test[:8]),
                                                    ("degraded", images.display_size(obs.y, test.shape))])
-        rows.append((label, x_hat[:8]))
+        if label != "degraded":     # the identity "method" is the degraded row already
+            rows.append((label, x_hat[:8]))
     for (kind, level), rows in examples.items():
         images.save_labelled_rows(workdir / "examples" / f"{kind}_{level}.png", [(n, x * 2 - 1) for n, x in rows])
     images.write_text(workdir / "results.json", json.dumps(results, indent=1))
