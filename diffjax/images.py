@@ -84,10 +84,9 @@ def load_folder(folder) -> np.ndarray:
     if others:
         raise ValueError(f"{folder} holds files that are not PNG ({', '.join(others[:3])}): convert them to .png "
                          f"or move them out")
-    paths = files
-    if not paths:
+    if not files:
         raise ValueError(f"no PNG images in {folder}: give a folder with grayscale or RGB .png files")
-    imgs = [Image.open(p) for p in paths]
+    imgs = [Image.open(p) for p in files]
     mode = "L" if all(im.mode in ("L", "1", "I;16") for im in imgs) else "RGB"
     arrays = [np.asarray(im.convert(mode), np.float32) / 255.0 for im in imgs]
     sizes = {a.shape[:2] for a in arrays}

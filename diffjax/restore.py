@@ -175,18 +175,20 @@ def _repaint(eps_fn, s, key, obs, shape, steps: int = 50, jump_length: int = 5, 
 def decompose(obs: Observation, shape) -> spectral.Decomposition:
     """The observation in its operator's singular basis, in model units (salt & pepper: detected impulses
     are the unobserved pixels)."""
-    mask = impulse_mask(obs.y) if obs.kind == "salt_pepper" else obs.mask
     if obs.kind not in DDNM_KINDS:
         raise ValueError(f"ddnm restores {DDNM_KINDS}, not {obs.kind!r}")
+    mask = impulse_mask(obs.y) if obs.kind == "salt_pepper" else obs.mask
     kind = "identity" if obs.kind in ("gaussian", "poisson") else obs.kind
     return spectral.decompose(kind, obs.level, _to_model(obs.y), shape, mask)
 
 
 def _ddnm(eps_fn, s, key, obs, shape, steps: int = 50, eta: float = 0.85, floor: float = 0.1):
     dec = decompose(obs, shape)
-    sigma_y = 2.0 * noise_sigma(obs)
-    model, param = ("poisson", float(obs.level)) if obs.kind == "poisson" else \
-        ("gaussian", sigma_y) if sigma_y > 0 else ("none", 0.0)
+    if obs.kind == "poisson":
+        model, param = "poisson", float(obs.level)
+    else:
+        param = 2.0 * noise_sigma(obs)
+        model = "gaussian" if param > 0 else "none"
     cond = jax.tree_util.Partial(_ddnm_condition(dec.basis, model), jnp.float32(param), jnp.float32(floor),
                                  dec.y_hat, dec.sv)
     steps = min(steps, s.num_timesteps)

@@ -52,24 +52,41 @@ def _se(a) -> float:
     return float(np.std(a, ddof=1) / np.sqrt(len(a))) if len(a) > 1 else 0.0
 
 
+def _observe(kind, level, key, val, test):
+    """The degraded validation and test images of one task (independent noise)."""
+    k_val, k_test = jax.random.split(key)
+    return degrade.degrade(kind, level, k_val, val), degrade.degrade(kind, level, k_test, test)
+
+
+def _tune(score, grid):
+    """tuning.tune, timed. Returns (best params, info with the tuning's wall seconds)."""
+    tic = time.perf_counter()
+    best, _, info = tuning.tune(score, grid)
+    return best, {**info, "seconds": time.perf_counter() - tic}
+
+
+def _row(kind, level, method, params, info, psnr, ssim, seconds_per_image, **extra) -> dict:
+    """One results.json row: per-image PSNR/SSIM summarised as mean and standard error."""
+    psnr, ssim = np.asarray(psnr), np.asarray(ssim)
+    return {"degradation": kind, "level": level, "method": method, "params": params,
+            "at_bound": info["at_bound"], "evaluations": info["evaluations"], **extra,
+            "psnr": float(psnr.mean()), "psnr_se": _se(psnr), "ssim": float(ssim.mean()), "ssim_se": _se(ssim),
+            "seconds_per_image": seconds_per_image, "tuning_seconds": info["seconds"],
+            "psnr_per_image": psnr.tolist()}
+
+
 def evaluate(kind, level, method, val, test, key):
     """Tunes `method` on val (the grid grows past its edges), scores on test.
 
     Returns (result dict, restored test images, test observation)."""
-    k_val, k_test = jax.random.split(key)
-    obs_val, obs_test = degrade.degrade(kind, level, k_val, val), degrade.degrade(kind, level, k_test, test)
+    obs_val, obs_test = _observe(kind, level, key, val, test)
     score = lambda p: float(np.mean(metrics.psnr(classical.restore(method.name, obs_val, **p), val)))  # noqa: E731
+    best, info = _tune(score, method.grid)
     tic = time.perf_counter()
-    best, _, info = tuning.tune(score, method.grid)
-    tuning_seconds, tic = time.perf_counter() - tic, time.perf_counter()
     x_hat = np.asarray(classical.restore(method.name, obs_test, **best))
     seconds = (time.perf_counter() - tic) / len(test)
-    psnr, ssim = np.asarray(metrics.psnr(x_hat, test)), np.asarray(metrics.ssim(x_hat, test))
-    return {"degradation": kind, "level": level, "method": method.name, "params": best,
-            "at_bound": info["at_bound"], "evaluations": info["evaluations"],
-            "psnr": float(psnr.mean()), "psnr_se": _se(psnr), "ssim": float(ssim.mean()), "ssim_se": _se(ssim),
-            "seconds_per_image": seconds, "tuning_seconds": tuning_seconds,
-            "psnr_per_image": psnr.tolist()}, x_hat, obs_test
+    return _row(kind, level, method.name, best, info, metrics.psnr(x_hat, test), metrics.ssim(x_hat, test),
+                seconds), x_hat, obs_test
 
 
 def task_key(seed: int, kind: str, level) -> jax.Array:
@@ -82,38 +99,39 @@ def task_key(seed: int, kind: str, level) -> jax.Array:
 def evaluate_diffusion(kind, level, name, val, test, key, eps_fn, s, num_samples, steps):
     """Tunes a conditioned sampler on val (PSNR of one sample), then scores one sample and the posterior
     mean of `num_samples` on test. Returns ([sample row, mean row], sample images, observation)."""
+    obs_val, obs_test = _observe(kind, level, key, val, test)
     k_val, k_test = jax.random.split(key)
-    obs_val, obs_test = degrade.degrade(kind, level, k_val, val), degrade.degrade(kind, level, k_test, test)
     score = lambda p: float(np.mean(metrics.psnr(  # noqa: E731
         restore.restore(name, eps_fn, s, jax.random.fold_in(k_val, 7), obs_val, image_shape=val.shape, steps=steps,
                         **p), val)))
-    tic = time.perf_counter()
-    best, _, info = tuning.tune(score, restore.get(name).grid)
-    tuning_seconds = time.perf_counter() - tic
+    best, info = _tune(score, restore.get(name).grid)
     rec, sample, _, _ = run_method(name, eps_fn, s, jax.random.fold_in(k_test, 7), obs_test, test, num_samples,
                                    steps=steps, **best)
-    rows = []
-    for tag, label in (("sample", f"{name} (sample)"), ("mean", f"{name} (mean of {num_samples})")):
-        p, q = np.asarray(rec[tag]["psnr_per_image"]), np.asarray(rec[tag]["ssim_per_image"])
-        rows.append({"degradation": kind, "level": level, "method": label, "params": {**best, "steps": steps},
-                     "at_bound": info["at_bound"], "evaluations": info["evaluations"], "nfe": rec["nfe"],
-                     "psnr": float(p.mean()), "psnr_se": _se(p), "ssim": float(q.mean()), "ssim_se": _se(q),
-                     "seconds_per_image": rec["seconds_per_image"], "tuning_seconds": tuning_seconds,
-                     "psnr_per_image": p.tolist()})
+    rows = [_row(kind, level, label, {**best, "steps": steps}, info, rec[tag]["psnr_per_image"],
+                 rec[tag]["ssim_per_image"], rec["seconds_per_image"], nfe=rec["nfe"])
+            for tag, label in (("sample", f"{name} (sample)"), ("mean", f"{name} (mean of {num_samples})"))]
     return rows, sample, obs_test
+
+
+def _fmt(r) -> str:
+    return f"{r['psnr']:.2f} ± {r['psnr_se']:.2f} | {r['ssim']:.3f} ± {r['ssim_se']:.3f}"
+
+
+def _by_level(results):
+    """(kind, level, rows of that task sorted by decreasing PSNR), in order of kind and level."""
+    for kind, level in sorted({(r["degradation"], r["level"]) for r in results}):
+        yield kind, level, sorted((r for r in results if (r["degradation"], r["level"]) == (kind, level)),
+                                  key=lambda r: -r["psnr"])
 
 
 def best_table(results) -> str:
     """Per degradation and level: the best method and the runner-up by mean PSNR (± standard error)."""
     rows = ["| degradation | level | best method | PSNR (dB) | SSIM | parameters | runner-up | PSNR (dB) | SSIM |",
             "|---|---|---|---|---|---|---|---|---|"]
-    fmt = lambda r: f"{r['psnr']:.2f} ± {r['psnr_se']:.2f} | {r['ssim']:.3f} ± {r['ssim_se']:.3f}"  # noqa: E731
-    for kind, level in sorted({(r["degradation"], r["level"]) for r in results}):
-        group = sorted((r for r in results if (r["degradation"], r["level"]) == (kind, level)),
-                       key=lambda r: -r["psnr"])
+    for kind, level, group in _by_level(results):
         b = group[0]
-        second = f"{group[1]['method']} | {fmt(group[1])}" if len(group) > 1 else "– | – | –"
-        rows.append(f"| {kind} | {level} | {b['method']} | {fmt(b)} | {json.dumps(b['params'])} | {second} |")
+        second = f"{group[1]['method']} | {_fmt(group[1])}" if len(group) > 1 else "– | – | –"
+        rows.append(f"| {kind} | {level} | {b['method']} | {_fmt(b)} | {json.dumps(b['params'])} | {second} |")
     return "\n".join(rows) + "\n"
 
 
@@ -122,16 +140,13 @@ def versus_table(results) -> str:
     PSNR margin with the standard error of the paired per-image differences (both scored on the same images)."""
     rows = ["| degradation | level | best classical | PSNR (dB) | SSIM | best diffusion (NFE per sample) | PSNR (dB) | "
             "SSIM | PSNR margin (dB, paired) |", "|---|---|---|---|---|---|---|---|---|"]
-    fmt = lambda r: f"{r['psnr']:.2f} ± {r['psnr_se']:.2f} | {r['ssim']:.3f} ± {r['ssim_se']:.3f}"  # noqa: E731
-    for kind, level in sorted({(r["degradation"], r["level"]) for r in results}):
-        group = [r for r in results if (r["degradation"], r["level"]) == (kind, level)]
-        classical_rows = [r for r in group if "nfe" not in r]
-        diffusion_rows = [r for r in group if "nfe" in r]
-        if not (classical_rows and diffusion_rows):
-            continue
-        c, d = max(classical_rows, key=lambda r: r["psnr"]), max(diffusion_rows, key=lambda r: r["psnr"])
-        rows.append(f"| {kind} | {level} | {c['method']} | {fmt(c)} | {d['method']} ({d['nfe']}) | {fmt(d)} | "
-                    f"{d['psnr'] - c['psnr']:+.2f} ± {_se(np.subtract(d['psnr_per_image'], c['psnr_per_image'])):.2f} |")
+    for kind, level, group in _by_level(results):
+        c = next((r for r in group if "nfe" not in r), None)
+        d = next((r for r in group if "nfe" in r), None)
+        if c and d:
+            margin = np.subtract(d["psnr_per_image"], c["psnr_per_image"])
+            rows.append(f"| {kind} | {level} | {c['method']} | {_fmt(c)} | {d['method']} ({d['nfe']}) | {_fmt(d)} | "
+                        f"{d['psnr'] - c['psnr']:+.2f} ± {_se(margin):.2f} |")
     return "\n".join(rows) + "\n"
 
 
@@ -225,8 +240,9 @@ def main(argv):
     table = best_table(results)
     images.write_text(workdir / "table.md", table)
     if model:
-        table += "\n" + versus_table(results)
-        images.write_text(workdir / "versus.md", versus_table(results))
+        versus = versus_table(results)
+        images.write_text(workdir / "versus.md", versus)
+        table += "\n" + versus
     plot_vs_level(results, "psnr", workdir / "psnr_vs_level.png")
     plot_vs_level(results, "ssim", workdir / "ssim_vs_level.png")
     plot_psnr_vs_edginess(results, np.asarray(metrics.edginess(test)), workdir / "psnr_vs_edginess.png")

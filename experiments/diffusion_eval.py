@@ -32,4 +32,4 @@ def run_method(name, eps_fn, s, key, obs, clean, num_samples, **params):
         p, q = np.asarray(metrics.psnr(x, clean)), np.asarray(metrics.ssim(x, clean))
         record[tag] = {"psnr": float(p.mean()), "ssim": float(q.mean()), "psnr_per_image": p.tolist(),
                        "ssim_per_image": q.tolist()}
-    return record, np.asarray(sample), np.asarray(mean), np.asarray(std)
+    return record, sample, mean, std
