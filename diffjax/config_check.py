@@ -6,7 +6,7 @@ allowed, e.g. "config.train.batch_size = 0: must be an integer >= 1".
 
 import math
 
-from diffjax import data, gaussian, schedules
+from diffjax import data, gaussian, processes, schedules
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -81,12 +81,25 @@ def check(cfg, num_devices: int = 1) -> None:
     _int(cfg, "model.num_classes", 0)
     _name(cfg, "model.dtype", DTYPES)
 
-    _name(cfg, "diffusion.schedule", schedules.SCHEDULES)
-    steps_t = _int(cfg, "diffusion.num_timesteps", 2)
-    _name(cfg, "diffusion.prediction", gaussian.PREDICTIONS)
-    if _get(cfg, "diffusion.schedule") == "linear":
-        start = _real(cfg, "diffusion.beta_start", 0.0, 1.0, lo_open=True, hi_open=True)
-        _real(cfg, "diffusion.beta_end", start, 1.0, hi_open=True)
+    process = processes.name(cfg)
+    if process not in processes.SAMPLERS:
+        _fail("diffusion.process", process, f"must be one of {tuple(processes.SAMPLERS)}")
+    if process == "ihdm":
+        steps_t = _int(cfg, "diffusion.num_timesteps", 1)
+        lo = _real(cfg, "diffusion.blur_sigma_min", 0.0, inf, lo_open=True, hi_open=True)
+        _real(cfg, "diffusion.blur_sigma_max", lo, inf, hi_open=True)
+        _real(cfg, "diffusion.train_noise", 0.0, inf, hi_open=True)
+        _real(cfg, "diffusion.sample_noise", 0.0, inf, hi_open=True)
+    else:
+        _name(cfg, "diffusion.schedule", schedules.SCHEDULES)
+        steps_t = _int(cfg, "diffusion.num_timesteps", 2)
+        _name(cfg, "diffusion.prediction", ("eps",) if process == "blurring" else gaussian.PREDICTIONS)
+        if _get(cfg, "diffusion.schedule") == "linear":
+            start = _real(cfg, "diffusion.beta_start", 0.0, 1.0, lo_open=True, hi_open=True)
+            _real(cfg, "diffusion.beta_end", start, 1.0, hi_open=True)
+        if process == "blurring":
+            _real(cfg, "diffusion.blur_sigma_max", 0.0, inf, hi_open=True)
+            _real(cfg, "diffusion.min_scale", 0.0, 1.0, lo_open=True)
 
     _real(cfg, "optim.lr", 0.0, inf, lo_open=True, hi_open=True)
     _int(cfg, "optim.warmup_steps", 0)

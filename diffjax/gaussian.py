@@ -50,15 +50,23 @@ def posterior_variance(s: Schedule) -> jnp.ndarray:
     return (1.0 - alphas_cumprod_prev(s)) / (1.0 - s.alphas_cumprod) * s.betas
 
 
+def posterior(alpha_ts, sigma2_ts, alpha_s, sigma2_s, x0, x_t):
+    """q(x_s | x_t, x_0) of the Markov chain x_s = alpha_s x0 + sigma_s eps, x_t = alpha_ts x_s + sigma_ts eps',
+    elementwise (the coefficients broadcast, e.g. one per DCT frequency in blurring diffusion):
+      sigma_t^2 = sigma2_ts + alpha_ts^2 sigma2_s,
+      mean = (alpha_s sigma2_ts x0 + alpha_ts sigma2_s x_t) / sigma_t^2,  var = sigma2_ts sigma2_s / sigma_t^2
+    (Ho et al. 2020, Eq. 7, where alpha_ts^2 = 1 - beta_t; Hoogeboom & Salimans 2023 per frequency).
+    Every term is a sum of non-negative parts: no cancellation at small t. Returns (mean, var)."""
+    sigma2_t = sigma2_ts + alpha_ts**2 * sigma2_s
+    return (alpha_s * sigma2_ts * x0 + alpha_ts * sigma2_s * x_t) / sigma2_t, sigma2_ts * sigma2_s / sigma2_t
+
+
 def q_posterior_mean_variance(s: Schedule, x0: jnp.ndarray, x_t: jnp.ndarray, t: jnp.ndarray):
     """Mean [B, ...] and variance [B, 1, ...] of q(x_{t-1} | x_t, x_0) (Eq. 6-7)."""
     nd = x0.ndim
-    ab = _bcast(s.alphas_cumprod, t, nd)
     ab_prev = _bcast(alphas_cumprod_prev(s), t, nd)
     beta = _bcast(s.betas, t, nd)
-    coef_x0 = jnp.sqrt(ab_prev) * beta / (1.0 - ab)
-    coef_xt = jnp.sqrt(1.0 - beta) * (1.0 - ab_prev) / (1.0 - ab)
-    return coef_x0 * x0 + coef_xt * x_t, _bcast(posterior_variance(s), t, nd)
+    return posterior(jnp.sqrt(1.0 - beta), beta, jnp.sqrt(ab_prev), 1.0 - ab_prev, x0, x_t)
 
 
 def predict_x0_from_eps(s: Schedule, x_t, t, eps):

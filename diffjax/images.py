@@ -47,7 +47,12 @@ def save_grid(path, images, ncols: int | None = None, scale: int = 2) -> None:
 
 def save_npz(path, images_uint8: np.ndarray, **extra) -> None:
     """Saves uint8 NHWC images under key `images` (and any extra arrays)."""
-    _atomic(path, lambda f: np.savez_compressed(f, images=images_uint8, **extra))
+    save_arrays(path, images=images_uint8, **extra)
+
+
+def save_arrays(path, **arrays) -> None:
+    """Saves named arrays as one compressed npz, atomically."""
+    _atomic(path, lambda f: np.savez_compressed(f, **arrays))
 
 
 def write_text(path, text: str) -> None:

@@ -1,8 +1,9 @@
-"""Reverse-process samplers: DDPM (ancestral) and DDIM, each one `lax.scan` inside one jit.
+"""Reverse-process samplers, each one `lax.scan` inside one jit: DDPM (ancestral) and DDIM for the
+Gaussian process, the ancestral sampler of blurring diffusion, and the inverse heat dissipation sampler.
 
-Every sampler takes `eps_fn(x_t, t) -> eps`, x_t: [B, H, W, C] float32, t: [B] int32 in
-[0, T). Samplers know nothing about networks: pass a `jax.tree_util.Partial(apply, params)`
-to have the parameters traced as arguments (not baked in as constants), or any callable.
+Every sampler takes `eps_fn(x_t, t) -> eps` (for IHDM: the network's residual), x_t: [B, H, W, C]
+float32, t: [B] int32. Samplers know nothing about networks: pass a `jax.tree_util.Partial(apply,
+params)` to have the parameters traced as arguments (not baked in as constants), or any callable.
 """
 
 from functools import partial
@@ -11,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffjax import gaussian
+from diffjax import gaussian, heat
 from diffjax.schedules import Schedule
 
 VARIANCES = ("fixed_small", "fixed_large")
@@ -72,6 +73,33 @@ def _ddim_step(eps_fn, s, x, t, t_prev, key, *, variance, clip_x0, eta, conditio
     return jnp.sqrt(ab_prev) * x0 + noise
 
 
+def _blurring_step(eps_fn, p, x, t, t_prev, key, *, variance, clip_x0, eta):
+    """u_s ~ q(u_s | u_t, u0_hat) per DCT frequency (Hoogeboom & Salimans 2023, Sec. 3), s = t_prev:
+      u0_hat = (u_t - sigma_t DCT(eps_hat)) / alpha_t,  alpha_ts = alpha_t / alpha_s,
+      sigma2_ts = sigma_t^2 - alpha_ts^2 sigma_s^2 = (1 - r) + sigma_s^2 (r - alpha_ts^2),  r = a_t^2 / a_s^2,
+    both parts >= 0; then `gaussian.posterior`. With no dissipation this is `_ddpm_step` (fixed_small)."""
+    del variance, eta
+    h, w = x.shape[1:3]
+    alpha_t, sigma2_t = heat.blurring_alpha_sigma(p, t, h, w)
+    alpha_s, sigma2_s = heat.blurring_alpha_sigma(p, jnp.full_like(t, t_prev), h, w)
+    u_t = heat.dct(x)
+    u0 = (u_t - jnp.sqrt(sigma2_t) * heat.dct(eps_fn(x, t))) / alpha_t
+    if clip_x0:
+        u0 = heat.dct(jnp.clip(heat.idct(u0), -1.0, 1.0))
+    alpha_ts = alpha_t / alpha_s
+    r = (1.0 - sigma2_t) / (1.0 - sigma2_s)
+    mean, var = gaussian.posterior(alpha_ts, (1.0 - r) + sigma2_s * (r - alpha_ts**2), alpha_s, sigma2_s, u0, u_t)
+    return heat.idct(mean + jnp.sqrt(var) * jax.random.normal(key, x.shape, x.dtype))
+
+
+def _ihdm_step(eps_fn, p, x, t, t_prev, key, *, variance, clip_x0, eta):
+    """u_{k-1} = u_k + f(u_k, k) + delta eps, no noise on the last step (Rissanen et al. 2023, Alg. 2);
+    `eta` is delta."""
+    del p, t_prev, variance, clip_x0
+    x = x + eps_fn(x, t)
+    return x + jnp.where(t[0] > 1, eta, 0.0) * jax.random.normal(key, x.shape, x.dtype)
+
+
 def _alpha_bar(s, t):
     """alpha_bar_t for a scalar int t in [-1, T), with alpha_bar_{-1} = 1."""
     return jnp.where(t >= 0, s.alphas_cumprod[jnp.maximum(t, 0)], 1.0)
@@ -87,11 +115,11 @@ def _as_pytree(eps_fn):
     return eps_fn if isinstance(eps_fn, jax.tree_util.Partial) else jax.tree_util.Partial(eps_fn)
 
 
-@partial(jax.jit, static_argnames=("step", "shape", "variance", "clip_x0", "num_frames", "out_sharding"))
-def _scan(step, eps_fn, s, key, ts, eta, shape, variance, clip_x0, num_frames, out_sharding, condition=None,
-          x_init=None):
+@partial(jax.jit, static_argnames=("step", "shape", "variance", "clip_x0", "num_frames", "out_sharding", "jumps"))
+def _scan(step, eps_fn, s, key, ts, eta, shape, variance, clip_x0, num_frames, out_sharding, jumps,
+          condition=None, x_init=None):
     """Runs x (x_init, or x_T ~ N(0, I)) through the pairs (ts[i], ts[i+1]), ts ending at -1: a reverse
-    `step` where the time decreases, a forward re-noising jump where it increases."""
+    `step` where the time decreases, a forward re-noising jump where it increases (only if `jumps`)."""
     constrain = (lambda x: jax.lax.with_sharding_constraint(x, out_sharding)) if out_sharding else (lambda x: x)
     init_key, loop_key = jax.random.split(key)
     x = constrain(jax.random.normal(init_key, shape, jnp.float32) if x_init is None else x_init)
@@ -106,8 +134,12 @@ def _scan(step, eps_fn, s, key, ts, eta, shape, variance, clip_x0, num_frames, o
         x, frames = carry
         t = jnp.full((shape[0],), ts[i], jnp.int32)
         k = jax.random.fold_in(loop_key, i)
-        x = constrain(jax.lax.cond(ts[i + 1] > ts[i], lambda x: _renoise(s, x, ts[i], ts[i + 1], k),
-                                   lambda x: step(eps_fn, s, x, t, ts[i + 1], k, **kw), x))
+        reverse = lambda x: step(eps_fn, s, x, t, ts[i + 1], k, **kw)  # noqa: E731
+        if jumps:
+            x = jax.lax.cond(ts[i + 1] > ts[i], lambda x: _renoise(s, x, ts[i], ts[i + 1], k), reverse, x)
+        else:
+            x = reverse(x)
+        x = constrain(x)
         if num_frames:
             hit = (frame_at == i).reshape((-1,) + (1,) * len(shape))
             frames = jnp.where(hit, x[None], frames)
@@ -119,9 +151,10 @@ def _scan(step, eps_fn, s, key, ts, eta, shape, variance, clip_x0, num_frames, o
 
 def _run(step, eps_fn, s, key, shape, ts, eta, variance, clip_x0, num_frames, out_sharding, condition=None,
          x_init=None):
-    ts = jnp.asarray(np.append(ts, -1), jnp.int32)
-    x, frames = _scan(step, _as_pytree(eps_fn), s, key, ts, jnp.float32(eta), tuple(shape),
-                      variance, clip_x0, num_frames, out_sharding, condition, x_init)
+    ts = np.append(ts, -1).astype(np.int32)
+    jumps = bool(np.any(np.diff(ts) > 0))
+    x, frames = _scan(step, _as_pytree(eps_fn), s, key, jnp.asarray(ts), jnp.float32(eta), tuple(shape),
+                      variance, clip_x0, num_frames, out_sharding, jumps, condition, x_init)
     return (x, frames) if num_frames else x
 
 
@@ -165,4 +198,31 @@ def ddim_sample(eps_fn, s: Schedule, key, shape, num_steps: int = 50, eta: float
                 num_frames, out_sharding, condition, x_init)
 
 
-SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample}
+def blurring_sample(eps_fn, p: heat.Blurring, key, shape, num_steps: int | None = None, *, clip_x0: bool = True,
+                    num_frames: int = 0, out_sharding=None):
+    """Ancestral sampling of blurring diffusion from x_T ~ N(0, I) over `num_steps` uniformly skipped
+    timesteps (all T if None); arguments as in `ddpm_sample`."""
+    ts = ddim_timesteps(p.num_timesteps, num_steps or p.num_timesteps)
+    return _run(_blurring_step, eps_fn, p, key, shape, ts, 0.0, "fixed_small", clip_x0, num_frames, out_sharding)
+
+
+def ihdm_sample(f_fn, p: heat.IHDM, key, shape, prior, delta: float, *, num_frames: int = 0,
+                out_sharding=None):
+    """Inverse heat dissipation from k = K down to 0 (Rissanen et al. 2023, Alg. 2).
+
+    Args:
+      f_fn: (u [B, H, W, C], k [B] int32) -> the residual f with u_{k-1} ~ u_k + f.
+      prior: [N, m, n, C] DCT coefficients of maximally blurred training images (`heat.ihdm_prior`); each
+        chain starts at one of them, drawn uniformly, plus delta noise.
+      delta: the std of the noise added at every step but the last (model units).
+    Other arguments as in `ddpm_sample`.
+    """
+    prior_key, noise_key, key = jax.random.split(key, 3)
+    pick = jax.random.randint(prior_key, (shape[0],), 0, prior.shape[0])
+    x_init = heat.ihdm_prior_images(jnp.asarray(prior)[pick], shape) + delta * jax.random.normal(noise_key, shape)
+    ts = np.arange(p.num_timesteps - 1, 0, -1, dtype=np.int32)
+    return _run(_ihdm_step, f_fn, p, key, shape, ts, delta, "fixed_small", False, num_frames, out_sharding,
+                x_init=x_init)
+
+
+SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "blurring": blurring_sample, "ihdm": ihdm_sample}

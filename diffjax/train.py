@@ -21,7 +21,7 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
-from diffjax import checkpoint, config_check, data, gaussian, generate, images, parallel, schedules
+from diffjax import checkpoint, config_check, data, generate, images, parallel, processes
 from diffjax.nn.unet import UNet, init_unet, param_count
 
 
@@ -35,12 +35,6 @@ class TrainState(NamedTuple):
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or inf."""
-
-
-def make_schedule(cfg) -> schedules.Schedule:
-    d = cfg.diffusion
-    kwargs = dict(beta_start=d.beta_start, beta_end=d.beta_end) if d.schedule == "linear" else {}
-    return schedules.get(d.schedule, d.num_timesteps, **kwargs)
 
 
 def make_model(cfg, key) -> UNet:
@@ -103,7 +97,7 @@ def restore_ema(workdir, mesh=None):
 
 def make_train_step(graphdef, cfg, mesh):
     """The jitted step: (state, images uint8 [N,H,W,C], labels int32 [N]) -> (state, metrics)."""
-    s, tx = make_schedule(cfg), make_optimizer(cfg)
+    p, tx = processes.make(cfg), make_optimizer(cfg)
     batch, decay = cfg.train.batch_size, cfg.optim.ema_decay
     parallel.check_divisible(batch, mesh)
     on_data = parallel.batch_sharded(mesh)
@@ -123,7 +117,7 @@ def make_train_step(graphdef, cfg, mesh):
         def loss_fn(params):
             model = nnx.merge(graphdef, params)
             net = lambda x_t, t: model(x_t, t, y, train=True, rngs=nnx.Rngs(dropout=k_drop))  # noqa: E731
-            return gaussian.simple_loss(s, net, x0, k_loss, cfg.diffusion.prediction)
+            return processes.loss(cfg, p, net, x0, k_loss)
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -154,12 +148,14 @@ def _read_metrics(path: Path, step: int) -> list[str]:
     return [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
 
 
-def save_samples(graphdef, params, cfg, key, path, mesh) -> None:
-    """A PNG grid of `train.num_sample_images` DDIM samples (`sample_steps`, `sample_eta`) from `params`."""
+def save_samples(graphdef, params, cfg, key, path, mesh, prior=None) -> None:
+    """A PNG grid of `train.num_sample_images` samples from `params` with the process's default sampler
+    (`sample_steps`, `sample_eta` where they apply; `prior`: the IHDM prior)."""
     shape = (cfg.data.image_size, cfg.data.image_size, cfg.data.channels)
-    x = generate.sample(graphdef, params, make_schedule(cfg), key, cfg.train.num_sample_images, shape, mesh=mesh,
-                        sampler="ddim", steps=cfg.train.sample_steps, eta=cfg.train.sample_eta,
-                        prediction=cfg.diffusion.prediction)
+    x = generate.sample(graphdef, params, processes.make(cfg), key, cfg.train.num_sample_images, shape, mesh=mesh,
+                        sampler=processes.sampler_for(cfg), steps=cfg.train.sample_steps,
+                        eta=processes.sampling_eta(cfg, cfg.train.sample_eta), prediction=processes.prediction(cfg),
+                        prior=prior)
     images.save_grid(path, x)
 
 
@@ -186,6 +182,10 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
 
     workdir.mkdir(parents=True, exist_ok=True)
     images.write_text(workdir / "config.json", json.dumps(json.loads(cfg.to_json_best_effort()), indent=2))
+    prior = None
+    if processes.name(cfg) == "ihdm":
+        processes.write_prior(cfg, ds.images, workdir / processes.PRIOR_FILE)
+        prior = processes.load_prior(cfg, workdir)
     mngr = checkpoint.manager(workdir)
     if checkpoint.steps(mngr):
         state = TrainState(**checkpoint.restore(mngr, state._asdict()))
@@ -233,7 +233,7 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
                 tic = now
             if sample_now or step == t.steps:
                 save_samples(graphdef, state.ema_params, cfg, jax.random.fold_in(sample_key, step),
-                             workdir / "samples" / f"step_{step:07d}.png", mesh)
+                             workdir / "samples" / f"step_{step:07d}.png", mesh, prior)
             if ckpt_now:
                 checkpoint.save(mngr, step, state._asdict())
                 last_saved = step

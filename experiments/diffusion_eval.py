@@ -4,17 +4,20 @@ import time
 
 import numpy as np
 
-from diffjax import generate, metrics, restore, train
+from diffjax import generate, metrics, processes, restore, train
 
 
 def model_eps_fn(workdir, image_shape):
     """(eps_fn, schedule, step) of a run's EMA parameters, after checking the run matches the images."""
     cfg, graphdef, params, step = train.restore_ema(workdir)
+    if processes.name(cfg) != "gaussian":
+        raise ValueError(f"the run in {workdir} is a {processes.name(cfg)} run; restoration by conditioned "
+                         f"reverse sampling needs a gaussian one (python -m experiments.train_ddpm)")
     expected = (cfg.data.image_size, cfg.data.image_size, cfg.data.channels)
     if tuple(image_shape) != expected:
         raise ValueError(f"the run in {workdir} makes {expected} images but the data is {tuple(image_shape)}; "
                          f"use a run trained on this data")
-    s = train.make_schedule(cfg)
+    s = processes.noise_schedule(cfg)
     return generate.eps_fn(graphdef, params, s, cfg.diffusion.prediction), s, step
 
 

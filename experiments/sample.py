@@ -1,7 +1,8 @@
 """Sample from a trained run: python -m experiments.sample --workdir RUN [--sampler ddim --steps 50].
 
-Writes FILE.npz (uint8 NHWC under key `images`), FILE.png (a grid) and, with
---trajectory, FILE_trajectory.png: one row per image, x_t at a few timesteps left to right.
+The run's config says its process (gaussian, blurring, ihdm) and so the default sampler. Writes FILE.npz
+(uint8 NHWC under key `images`), FILE.png (a grid) and, with --trajectory, FILE_trajectory.png: one row
+per image, x_t at a few timesteps left to right (for the heat processes: a blob sharpening into a digit).
 """
 
 import time
@@ -11,12 +12,13 @@ import jax
 import numpy as np
 from absl import flags
 
-from diffjax import data, generate, images, samplers, train
+from diffjax import data, generate, images, processes, samplers, train
 from experiments import cli
 
 flags.DEFINE_string("workdir", None, "run directory written by experiments.train_ddpm", required=True)
-flags.DEFINE_enum("sampler", "ddim", sorted(samplers.SAMPLERS), "sampler")
-flags.DEFINE_integer("steps", 50, "DDIM steps (DDPM always uses all T)", lower_bound=1)
+flags.DEFINE_enum("sampler", None, sorted(samplers.SAMPLERS),
+                  "sampler (default: the run's process's: ddim, blurring or ihdm)")
+flags.DEFINE_integer("steps", 50, "DDIM and blurring-diffusion steps (DDPM and IHDM use all levels)", lower_bound=1)
 flags.DEFINE_float("eta", 0.0, "DDIM eta: 0 deterministic, 1 DDPM-like", lower_bound=0.0)
 flags.DEFINE_enum("variance", "fixed_small", list(samplers.VARIANCES), "DDPM reverse variance")
 flags.DEFINE_integer("num", 64, "number of images", lower_bound=1)
@@ -31,16 +33,20 @@ flags.DEFINE_integer("trajectory", 0, "if > 0, also save a strip of x_t at this 
 def main(argv):
     del argv
     f = flags.FLAGS
+    if f.out and not f.out.endswith(".npz"):
+        raise ValueError(f"--out must end in .npz, got {f.out}")
     cfg, graphdef, params, step = train.restore_ema(f.workdir)
-    steps = f.steps if f.sampler == "ddim" else cfg.diffusion.num_timesteps
-    out = Path(f.out or Path(f.workdir) / "samples" / f"{f.sampler}_{steps}.npz")
-    if out.suffix != ".npz":
-        raise ValueError(f"--out must end in .npz, got {out}")
+    sampler = processes.sampler_for(cfg, f.sampler)
+    prior = processes.load_prior(cfg, f.workdir) if sampler == "ihdm" else None
+    p = processes.make(cfg)
+    steps = {"ddim": f.steps, "blurring": f.steps, "ddpm": p.num_timesteps, "ihdm": p.num_timesteps - 1}[sampler]
+    out = Path(f.out or Path(f.workdir) / "samples" / f"{sampler}_{steps}.npz")
     shape = (cfg.data.image_size, cfg.data.image_size, cfg.data.channels)
     tic = time.perf_counter()
-    result = generate.sample(graphdef, params, train.make_schedule(cfg), jax.random.PRNGKey(f.seed), f.num, shape,
-                             sampler=f.sampler, steps=f.steps, eta=f.eta, batch_size=f.batch_size,
-                             prediction=cfg.diffusion.prediction, num_frames=f.trajectory, progress=True)
+    result = generate.sample(graphdef, params, p, jax.random.PRNGKey(f.seed), f.num, shape, sampler=sampler,
+                             steps=f.steps, eta=processes.sampling_eta(cfg, f.eta), batch_size=f.batch_size,
+                             prediction=processes.prediction(cfg), num_frames=f.trajectory, progress=True,
+                             prior=prior, variance=f.variance)
     x, frames = result if f.trajectory else (result, None)
     seconds = time.perf_counter() - tic
     images.save_npz(out, data.to_uint8(x))
@@ -49,7 +55,7 @@ def main(argv):
         rows = min(f.num, 8)  # [rows, frames] strip: noise on the left, the sample on the right
         strip = np.swapaxes(frames[:, :rows], 0, 1).reshape(-1, *shape)
         images.save_grid(out.with_name(out.stem + "_trajectory.png"), strip, ncols=f.trajectory)
-    print(f"{f.num} images from step {step} with {f.sampler} ({steps} steps) in {seconds:.1f}s "
+    print(f"{f.num} images from step {step} with {sampler} ({steps} steps) in {seconds:.1f}s "
           f"({f.num / seconds:.1f} images/s) -> {out}")
 
 

@@ -67,12 +67,37 @@ def test_sample_writes_npz_png_and_trajectory(trained, tmp_path, sampler):
     assert out.with_suffix(".png").exists() and (tmp_path / "s_trajectory.png").exists()
 
 
+@pytest.mark.parametrize("process", ["ihdm", "blurring"])
+def test_heat_process_trains_and_samples_from_its_run_directory_alone(tmp_path, process):
+    workdir = tmp_path / "run"
+    # The settings of test_train's heat-process test, so the compiled step is shared through the cache.
+    run("experiments.train_ddpm", f"--config={TINY}:{process}", f"--workdir={workdir}", "--noprogress",
+        "--config.train.steps=2", "--config.train.batch_size=16", "--config.optim.lr=0.003")
+    assert (workdir / "prior.npz").exists() == (process == "ihdm")
+    p = run("experiments.sample", f"--workdir={workdir}", "--num=8", "--steps=5", "--trajectory=4")
+    name = {"ihdm": "ihdm_20", "blurring": "blurring_5"}[process]
+    images = np.load(workdir / "samples" / f"{name}.npz")["images"]
+    assert images.shape == (8, 28, 28, 1) and f"with {process}" in p.stdout
+    assert (workdir / "samples" / f"{name}_trajectory.png").exists()
+    assert_one_line_error(run("experiments.sample", f"--workdir={workdir}", "--sampler=ddim", expect_ok=False),
+                          f"a {process} run samples with {process}")
+    if process == "ihdm":   # the prior is verified, never trusted
+        (workdir / "prior.npz").write_bytes(b"garbage")
+        assert_one_line_error(run("experiments.sample", f"--workdir={workdir}", expect_ok=False),
+                              "prior.npz is missing or unreadable")
+
+
 @pytest.mark.parametrize("args, needles", [
     (("experiments.train_ddpm", f"--config={TINY}", "--config.data.dataset=imagenet"), ("imagenet", "mnist_sample")),
     (("experiments.train_ddpm", f"--config={TINY}", "--config.train.batch_size=0"),
      ("config.train.batch_size = 0: must be an integer >= 1",)),
     (("experiments.train_ddpm", f"--config={TINY}", "--config.optim.lr=-0.1"), ("config.optim.lr = -0.1",)),
     (("experiments.train_ddpm", f"--config={TINY}", "--config.model.groups=3"), ("config.model.groups = 3",)),
+    (("experiments.train_ddpm", f"--config={TINY}:ihdm", "--config.diffusion.process=heat"),
+     ("config.diffusion.process = 'heat'", "ihdm")),
+    (("experiments.train_ddpm", f"--config={TINY}:ihdm", "--config.diffusion.blur_sigma_min=30.0"),
+     ("config.diffusion.blur_sigma_max = 20.0",)),
+    (("experiments.train_ddpm", f"--config={TINY}:vae"), ("vae", "blurring")),
     (("experiments.sample", "--sampler=euler"), ("euler",)),
     (("experiments.sample", "--steps=21"), ("steps must be in [1, T=20]",)),
     (("experiments.sample", "--steps=0"), ("--steps=0",)),

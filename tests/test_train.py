@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from diffjax import checkpoint, data, gaussian, parallel, train
+from diffjax import checkpoint, data, parallel, processes, train
+from experiments.configs import tiny
 
 
 def _eval_loss(graphdef, params, cfg, images_u8):
-    """The simple loss on fixed images, timesteps and noise (no dropout)."""
-    s = train.make_schedule(cfg)
+    """The run's process's loss on fixed images, timesteps and noise (no dropout)."""
     model = nnx.merge(graphdef, params)
-    return float(gaussian.simple_loss(s, lambda x, t: model(x, t), data.to_float(images_u8), jax.random.PRNGKey(9)))
+    return float(processes.loss(cfg, processes.make(cfg), lambda x, t: model(x, t), data.to_float(images_u8),
+                                jax.random.PRNGKey(9)))
 
 
 def _params(workdir, cfg):
@@ -154,3 +155,23 @@ def test_mnist_sample_split_is_by_index_within_class():
     assert train_ds.images.dtype == np.uint8 and train_ds.images.max() == 255
     np.testing.assert_array_equal(np.bincount(test_ds.labels), [100] * 10)
     np.testing.assert_array_equal(train_ds.labels[:400], 0)
+
+
+@pytest.mark.parametrize("process", ["ihdm", "blurring"])
+def test_heat_process_training_lowers_its_loss_and_resumes_exactly(tmp_path, process):
+    cfg = tiny.get_config(process)
+    cfg.train.update(steps=30, batch_size=16, ckpt_every=15, sample_every=30, log_every=15)
+    cfg.optim.lr = 3e-3
+    graphdef, state0, _ = train.init_state(cfg, parallel.make_mesh())
+    train.run(cfg, tmp_path / "straight", progress=False)
+    short = cfg.copy_and_resolve_references()
+    short.train.steps = 15
+    train.run(short, tmp_path / "resumed", progress=False)
+    train.run(cfg, tmp_path / "resumed", progress=False)
+    a, b = _params(tmp_path / "straight", cfg), _params(tmp_path / "resumed", cfg)
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+    test = data.mnist_sample("test").images[::20]
+    before, after = _eval_loss(graphdef, state0.params, cfg, test), _eval_loss(graphdef, a["params"], cfg, test)
+    assert after < 0.7 * before, (before, after)
+    assert (tmp_path / "straight" / "samples" / "step_0000030.png").exists()
+    assert (tmp_path / "straight" / "prior.npz").exists() == (process == "ihdm")

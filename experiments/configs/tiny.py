@@ -1,11 +1,18 @@
-"""A seconds-long config for smoke tests: offline data, a few hundred parameters' worth of UNet."""
+"""A seconds-long config for smoke tests: offline data, a few hundred parameters' worth of UNet.
 
-from experiments.configs import mnist
+`--config=experiments/configs/tiny.py:ihdm` (or `:blurring`) gives the same UNet under a heat process.
+"""
+
+from experiments.configs import mnist, mnist_blur, mnist_heat
+
+BASES = {"gaussian": mnist, "ihdm": mnist_heat, "blurring": mnist_blur}
 
 
-def get_config():
-    c = mnist.get_config()
-    c.name = "tiny"
+def get_config(process: str = "gaussian"):
+    if process not in BASES:
+        raise ValueError(f"tiny.py:{process}: choose a process from {sorted(BASES)}")
+    c = BASES[process].get_config()
+    c.name = "tiny" if process == "gaussian" else f"tiny_{process}"
     c.data.dataset = "mnist_sample"
     c.model.update(ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(14,), groups=4)
     c.diffusion.num_timesteps = 20

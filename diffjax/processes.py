@@ -1,0 +1,96 @@
+"""The forward processes a run can be trained with, named by `config.diffusion.process`:
+
+  gaussian  DDPM's noising (`gaussian.py`), sampled by DDIM or DDPM;
+  blurring  blurring diffusion (`heat.py`): noise and heat dissipation, diagonal in the DCT basis;
+  ihdm      inverse heat dissipation (`heat.py`): blur only, generated coarse to fine from a prior of
+            maximally blurred training images kept in the run directory (`PRIOR_FILE`).
+
+Models know nothing of the process: the UNet takes x and an integer timestep / level.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from diffjax import data, gaussian, heat, images, schedules
+
+SAMPLERS = {"gaussian": ("ddim", "ddpm"), "blurring": ("blurring",), "ihdm": ("ihdm",)}  # the default first
+PRIOR_FILE = "prior.npz"
+
+
+def name(cfg) -> str:
+    """The run's process; run directories written before processes existed are Gaussian."""
+    return cfg.diffusion.get("process", "gaussian")
+
+
+def noise_schedule(cfg) -> schedules.Schedule:
+    """The noise schedule of a gaussian or blurring run."""
+    d = cfg.diffusion
+    kwargs = dict(beta_start=d.beta_start, beta_end=d.beta_end) if d.schedule == "linear" else {}
+    return schedules.get(d.schedule, d.num_timesteps, **kwargs)
+
+
+def make(cfg):
+    """The process object the loss and the samplers take: a `Schedule`, `heat.Blurring` or `heat.IHDM`."""
+    d, kind = cfg.diffusion, name(cfg)
+    if kind == "ihdm":
+        return heat.ihdm(d.num_timesteps, d.blur_sigma_min, d.blur_sigma_max, d.train_noise)
+    if kind == "blurring":
+        return heat.blurring(noise_schedule(cfg), d.blur_sigma_max, d.min_scale)
+    return noise_schedule(cfg)
+
+
+def loss(cfg, p, model_fn, x0, key):
+    """The training loss of the run's process for model_fn(x [B, H, W, C], t [B] int) on x0 in [-1, 1]."""
+    kind = name(cfg)
+    if kind == "ihdm":
+        return heat.ihdm_loss(p, model_fn, x0, key)
+    if kind == "blurring":
+        return heat.blurring_loss(p, model_fn, x0, key)
+    return gaussian.simple_loss(p, model_fn, x0, key, cfg.diffusion.prediction)
+
+
+def sampler_for(cfg, sampler: str | None = None) -> str:
+    """`sampler`, or the process's default one; a sampler of another process is one ValueError."""
+    allowed = SAMPLERS[name(cfg)]
+    if sampler is None:
+        return allowed[0]
+    if sampler not in allowed:
+        raise ValueError(f"a {name(cfg)} run samples with {' or '.join(allowed)}, not {sampler!r}")
+    return sampler
+
+
+def prediction(cfg) -> str:
+    """What the network's output is converted from: the config's for a gaussian run, eps for blurring
+    diffusion, and for IHDM "eps" too, which leaves its residual output as it is."""
+    return cfg.diffusion.prediction if name(cfg) == "gaussian" else "eps"
+
+
+def sampling_eta(cfg, eta: float) -> float:
+    """The sampler's noise: DDIM's `eta`, or the IHDM run's sampling noise delta."""
+    return cfg.diffusion.sample_noise if name(cfg) == "ihdm" else eta
+
+
+def write_prior(cfg, images_u8, path) -> None:
+    """Saves `heat.ihdm_prior` of the training images (in chunks, any dataset size) to `path`, atomically."""
+    p = make(cfg)
+    coefs = np.concatenate([np.asarray(heat.ihdm_prior(p, data.to_float(images_u8[i:i + 1024])))
+                            for i in range(0, len(images_u8), 1024)])
+    images.save_arrays(path, coefficients=coefs)
+
+
+def load_prior(cfg, workdir) -> np.ndarray:
+    """The IHDM prior of a run directory, checked against the run's config: [N, m, n, C] float32."""
+    path = Path(workdir) / PRIOR_FILE
+    size, channels = cfg.data.image_size, cfg.data.channels
+    m, n = heat.prior_frequencies(make(cfg), size, size)
+    try:
+        with np.load(path) as f:
+            coefs = f["coefficients"]
+    except Exception as e:  # missing, truncated or not an npz: one error that says what to do
+        raise ValueError(f"{path} is missing or unreadable ({type(e).__name__}); run python -m "
+                         f"experiments.train_ddpm --workdir {workdir} with the run's config to write it again")
+    if coefs.ndim != 4 or coefs.shape[1:] != (m, n, channels) or not np.all(np.isfinite(coefs)):
+        raise ValueError(f"{path} holds {coefs.shape} coefficients, expected [N, {m}, {n}, {channels}] finite "
+                         f"ones; run python -m experiments.train_ddpm --workdir {workdir} to write it again")
+    return coefs
