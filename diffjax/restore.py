@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffjax import degrade, gaussian, samplers, spectral
+from diffjax import degrade, gaussian, heat, samplers, spectral
 from diffjax.degrade import Observation
 from diffjax.schedules import Schedule
 from diffjax.tuning import scales
@@ -207,13 +207,24 @@ def _dps(eps_fn, s, key, obs, shape, steps: int = 100, zeta: float = 1.0, eta: f
     return samplers.ddim_sample(guided, s, key, shape, num_steps=steps, eta=eta), steps
 
 
+def _ihdm(f_fn, p, key, obs, shape, delta: float = 0.02):
+    """Deblurring by inverse heat dissipation (Rissanen et al. 2023): a blur of std sigma is heat(x, sigma^2/2),
+    so y is u_k (plus the observation's noise, like the training input's) at the level k whose t_k is nearest
+    to sigma^2 / 2 in log t; the IHDM sampler runs from there down to k = 0."""
+    times = np.asarray(p.times)
+    k = 1 + int(np.argmin(np.abs(np.log(times[1:] / (float(obs.level) ** 2 / 2)))))
+    return samplers.ihdm_sample(f_fn, p, key, shape, delta=delta, start=(k, _to_model(obs.y))), k
+
+
 class Method(NamedTuple):
-    """A conditioned sampler: `run(eps_fn, s, key, obs, shape, **params) -> (x in model units, NFE)`."""
+    """A conditioned sampler: `run(eps_fn, s, key, obs, shape, **params) -> (x in model units, NFE)`, using the
+    network and process object of a run trained with the forward `process` ("gaussian" or "ihdm")."""
 
     name: str
     applies_to: tuple
     grid: dict
     run: Callable
+    process: str = "gaussian"
 
 
 DDNM_KINDS = ("inpaint_box", "inpaint_random", "downsample", "blur", "salt_pepper", "gaussian", "poisson")
@@ -223,6 +234,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("ddnm", DDNM_KINDS, {"eta": scales(0.5, 0.85, 1.0, lo=0.05, hi=1.0)}, _ddnm),
     Method("dps", ("gaussian", "poisson", "blur", "downsample", "inpaint_box", "inpaint_random"),
            {"zeta": scales(0.3, 1.0, 3.0, lo=0.01, hi=100.0)}, _dps),
+    Method("ihdm", ("blur",), {"delta": scales(0.005, 0.01, 0.02, lo=1e-4, hi=0.2)}, _ihdm, "ihdm"),
 ]}
 
 
@@ -272,6 +284,8 @@ def restore_with_nfe(name, eps_fn, s, key, obs, *, image_shape=None, **params):
     """`restore` plus the number of network evaluations it used."""
     shape = tuple(image_shape or _image_shape(obs))
     method = check(name, obs, shape)
+    if (method.process == "ihdm") != isinstance(s, heat.IHDM):
+        raise ValueError(f"method {name!r} needs the network of a {method.process} run, got a {type(s).__name__}")
     x, nfe = method.run(eps_fn, s, key, obs, shape, **params)
     return _to_image(x), nfe
 

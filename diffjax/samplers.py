@@ -206,7 +206,7 @@ def blurring_sample(eps_fn, p: heat.Blurring, key, shape, num_steps: int | None 
     return _run(_blurring_step, eps_fn, p, key, shape, ts, 0.0, "fixed_small", clip_x0, num_frames, out_sharding)
 
 
-def ihdm_sample(f_fn, p: heat.IHDM, key, shape, prior, delta: float, *, num_frames: int = 0,
+def ihdm_sample(f_fn, p: heat.IHDM, key, shape, prior=None, delta: float = 0.02, *, start=None, num_frames: int = 0,
                 out_sharding=None):
     """Inverse heat dissipation from k = K down to 0 (Rissanen et al. 2023, Alg. 2).
 
@@ -215,12 +215,18 @@ def ihdm_sample(f_fn, p: heat.IHDM, key, shape, prior, delta: float, *, num_fram
       prior: [N, m, n, C] DCT coefficients of maximally blurred training images (`heat.ihdm_prior`); each
         chain starts at one of them, drawn uniformly, plus delta noise.
       delta: the std of the noise added at every step but the last (model units).
+      start: (k, u_k [B, H, W, C]) to start at level k from u_k instead of from the prior (deblurring).
     Other arguments as in `ddpm_sample`.
     """
     prior_key, noise_key, key = jax.random.split(key, 3)
-    pick = jax.random.randint(prior_key, (shape[0],), 0, prior.shape[0])
-    x_init = heat.ihdm_prior_images(jnp.asarray(prior)[pick], shape) + delta * jax.random.normal(noise_key, shape)
-    ts = np.arange(p.num_timesteps - 1, 0, -1, dtype=np.int32)
+    if start is None:
+        pick = jax.random.randint(prior_key, (shape[0],), 0, prior.shape[0])
+        start = (p.num_timesteps - 1,
+                 heat.ihdm_prior_images(jnp.asarray(prior)[pick], shape) + delta * jax.random.normal(noise_key, shape))
+    level, x_init = start
+    if not 1 <= level < p.num_timesteps:
+        raise ValueError(f"IHDM starts at a level in [1, {p.num_timesteps - 1}], got {level}")
+    ts = np.arange(level, 0, -1, dtype=np.int32)
     return _run(_ihdm_step, f_fn, p, key, shape, ts, delta, "fixed_small", False, num_frames, out_sharding,
                 x_init=x_init)
 

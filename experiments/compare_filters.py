@@ -30,6 +30,8 @@ flags.DEFINE_list("methods", sorted(classical.METHODS), "methods to run")
 flags.DEFINE_string("workdir", "checkpoints/compare_filters", "output directory")
 flags.DEFINE_integer("seed", 0, "seed of the degradations")
 flags.DEFINE_string("diffusion", None, "a trained run directory: add its conditioned samplers (diffjax.restore)")
+flags.DEFINE_string("heat", None, "an IHDM run directory (configs/mnist_heat.py): add deblurring by inverse heat "
+                    "dissipation")
 flags.DEFINE_integer("samples", 8, "posterior samples averaged into each diffusion method's posterior mean",
                      lower_bound=1)
 flags.DEFINE_list("diffusion_methods", ["ddnm"], "conditioned samplers to add with --diffusion, or 'all' (every one "
@@ -101,13 +103,14 @@ def evaluate_diffusion(kind, level, name, val, test, key, eps_fn, s, num_samples
     mean of `num_samples` on test. Returns ([sample row, mean row], sample images, observation)."""
     obs_val, obs_test = _observe(kind, level, key, val, test)
     k_val, k_test = jax.random.split(key)
+    fixed = {"steps": steps} if restore.get(name).process == "gaussian" else {}   # IHDM runs from its level down
     score = lambda p: float(np.mean(metrics.psnr(  # noqa: E731
-        restore.restore(name, eps_fn, s, jax.random.fold_in(k_val, 7), obs_val, image_shape=val.shape, steps=steps,
+        restore.restore(name, eps_fn, s, jax.random.fold_in(k_val, 7), obs_val, image_shape=val.shape, **fixed,
                         **p), val)))
     best, info = _tune(score, restore.get(name).grid)
     rec, sample, _, _ = run_method(name, eps_fn, s, jax.random.fold_in(k_test, 7), obs_test, test, num_samples,
-                                   steps=steps, **best)
-    rows = [_row(kind, level, label, {**best, "steps": steps}, info, rec[tag]["psnr_per_image"],
+                                   **fixed, **best)
+    rows = [_row(kind, level, label, {**best, **fixed}, info, rec[tag]["psnr_per_image"],
                  rec[tag]["ssim_per_image"], rec["seconds_per_image"], nfe=rec["nfe"])
             for tag, label in (("sample", f"{name} (sample)"), ("mean", f"{name} (mean of {num_samples})"))]
     return rows, sample, obs_test
@@ -212,18 +215,28 @@ def main(argv):
     workdir = Path(f.workdir)
     tasks = [(k, lv, m) for k in f.degradations for lv in degrade.DEFAULT_LEVELS[k] for m in methods
              if k in m.applies_to]
-    wanted = sorted(restore.METHODS) if f.diffusion_methods == ["all"] else f.diffusion_methods
+    gaussian_methods = [n for n, m in restore.METHODS.items() if m.process == "gaussian"]
+    wanted = gaussian_methods if f.diffusion_methods == ["all"] else f.diffusion_methods
     for name in wanted:
-        restore.get(name)
-    model = model_eps_fn(f.diffusion, test.shape[1:]) if f.diffusion else None
-    if model:
-        tasks += [(k, lv, name) for k in f.degradations for lv in degrade.DEFAULT_LEVELS[k]
-                  for name in wanted if k in restore.METHODS[name].applies_to]
+        if restore.get(name).process != "gaussian":
+            raise ValueError(f"--diffusion_methods: {name!r} is not a method of a gaussian run; choose from "
+                             f"{gaussian_methods}")
+    models = {}
+    for run_dir, process, names in ((f.diffusion, "gaussian", wanted), (f.heat, "ihdm", ["ihdm"])):
+        if run_dir:
+            model = model_eps_fn(run_dir, test.shape[1:])
+            if model.process != process:
+                raise ValueError(f"--{'diffusion' if process == 'gaussian' else 'heat'}={run_dir} is a "
+                                 f"{model.process} run, not a {process} one")
+            models.update({name: model for name in names})
+    tasks += [(k, lv, name) for k in f.degradations for lv in degrade.DEFAULT_LEVELS[k]
+              for name in models if k in restore.METHODS[name].applies_to]
     results, examples = [], {}
     for kind, level, method in tqdm(tasks, desc="methods x degradations"):
         if isinstance(method, str):
             rs, x_hat, obs = evaluate_diffusion(kind, level, method, val, test, task_key(f.seed, kind, level),
-                                                model[0], model[1], f.samples, f.diffusion_steps)
+                                                models[method].eps_fn, models[method].s, f.samples,
+                                                f.diffusion_steps)
             results += rs
             label = f"{method} (sample)"
         else:
@@ -239,7 +252,7 @@ def main(argv):
     images.write_text(workdir / "results.json", json.dumps(results, indent=1))
     table = best_table(results)
     images.write_text(workdir / "table.md", table)
-    if model:
+    if models:
         versus = versus_table(results)
         images.write_text(workdir / "versus.md", versus)
         table += "\n" + versus

@@ -1,24 +1,35 @@
 """What the restore and compare_filters entry points share: a run's eps_fn and one scored restoration."""
 
 import time
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from diffjax import generate, metrics, processes, restore, train
 
 
-def model_eps_fn(workdir, image_shape):
-    """(eps_fn, schedule, step) of a run's EMA parameters, after checking the run matches the images."""
+class Model(NamedTuple):
+    """A run's network as the restoration methods take it."""
+
+    eps_fn: Any       # eps_theta(x_t, t), or IHDM's residual f(u_k, k)
+    s: Any            # the process object: a Schedule, or heat.IHDM
+    step: int         # the checkpoint's training step
+    process: str      # "gaussian" or "ihdm"
+
+
+def model_eps_fn(workdir, image_shape) -> Model:
+    """The EMA network of a gaussian or ihdm run, after checking the run matches the images."""
     cfg, graphdef, params, step = train.restore_ema(workdir)
-    if processes.name(cfg) != "gaussian":
-        raise ValueError(f"the run in {workdir} is a {processes.name(cfg)} run; restoration by conditioned "
-                         f"reverse sampling needs a gaussian one (python -m experiments.train_ddpm)")
     expected = (cfg.data.image_size, cfg.data.image_size, cfg.data.channels)
     if tuple(image_shape) != expected:
         raise ValueError(f"the run in {workdir} makes {expected} images but the data is {tuple(image_shape)}; "
                          f"use a run trained on this data")
-    s = processes.noise_schedule(cfg)
-    return generate.eps_fn(graphdef, params, s, cfg.diffusion.prediction), s, step
+    process = processes.name(cfg)
+    if process not in {m.process for m in restore.METHODS.values()}:
+        raise ValueError(f"the run in {workdir} is a {process} run; restoration needs a gaussian run "
+                         f"(python -m experiments.train_ddpm) or an ihdm one (configs/mnist_heat.py)")
+    s = processes.make(cfg)
+    return Model(generate.eps_fn(graphdef, params, s, processes.prediction(cfg)), s, step, process)
 
 
 def run_method(name, eps_fn, s, key, obs, clean, num_samples, **params):

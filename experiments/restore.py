@@ -47,15 +47,18 @@ def main(argv):
     if kind not in degrade.DEGRADATIONS:
         raise ValueError(f"unknown --degradation {kind!r}; choose one of {sorted(degrade.DEGRADATIONS)}")
     level = check_level(kind, degrade.DEFAULT_LEVELS[kind][0] if f.level is None else f.level)
-    names = f.method or [n for n, m in restore.METHODS.items() if kind in m.applies_to]
-    for name in names:
+    for name in f.method or []:
         method = restore.get(name)
         if kind not in method.applies_to:
             raise ValueError(f"method {name!r} does not restore {kind!r}; it restores {method.applies_to}")
     clean = images.load_folder(f.folder)[: f.num] if f.folder else \
         data.load("mnist_sample", "test").images[:: max(1, 1000 // f.num)][: f.num].astype(np.float32) / 255
     degrade.check_images(clean)
-    eps_fn, s, step = model_eps_fn(f.workdir, clean.shape[1:])
+    eps_fn, s, step, process = model_eps_fn(f.workdir, clean.shape[1:])
+    names = f.method or [n for n, m in restore.METHODS.items() if kind in m.applies_to and m.process == process]
+    if not names:
+        raise ValueError(f"no method restores {kind!r} with a {process} run; the {process} methods restore "
+                         f"{sorted({k for m in restore.METHODS.values() if m.process == process for k in m.applies_to})}")
     out = Path(f.out or Path(f.workdir) / "restore" / f"{kind}_{level}")
     key = jax.random.PRNGKey(f.seed)
     obs = degrade.degrade(kind, level, jax.random.fold_in(key, 0), clean)

@@ -126,7 +126,7 @@ KINDS = sorted(degrade.DEFAULT_LEVELS)
 
 
 @pytest.mark.parametrize("name, kind", [(n, k) for n in sorted(restore.METHODS) for k in KINDS
-                                        if k in restore.METHODS[n].applies_to])
+                                        if k in restore.METHODS[n].applies_to and restore.METHODS[n].process == "gaussian"])
 def test_every_method_returns_consistent_images_in_range_deterministically(name, kind):
     x = _clean(jax.random.PRNGKey(14), b=2)
     obs = degrade.degrade(kind, degrade.DEFAULT_LEVELS[kind][0], jax.random.PRNGKey(15), x)
@@ -136,6 +136,25 @@ def test_every_method_returns_consistent_images_in_range_deterministically(name,
     np.testing.assert_array_equal(a, b)
     if obs.operator is not None and kind != "blur" and name in ("ddnm", "repaint"):   # noiseless: A x_hat = y
         np.testing.assert_allclose(obs.operator(a), obs.y, atol=2e-2)
+
+
+def test_ihdm_deblurring_starts_at_the_matching_level_and_undoes_the_blur():
+    p = heat.ihdm(20, 0.5, 8.0, 0.02)
+    x = _clean(jax.random.PRNGKey(22), b=2)
+    f = lambda u, k: heat.heat(2 * x - 1, p.times[k[0] - 1]) - u  # noqa: E731  (exact residual for these images)
+    obs = degrade.Observation(y=heat.heat(x, p.times[7]), kind="blur", level=1.03 * float(np.sqrt(2 * p.times[7])))
+    out, nfe = restore.restore_with_nfe("ihdm", f, p, jax.random.PRNGKey(0), obs, delta=0.0)
+    assert nfe == 7
+    np.testing.assert_allclose(out, x, atol=1e-4)
+    half = lambda u, k: 0.5 * f(u, k)  # noqa: E731  (the exact residual corrects any noise; a damped one cannot)
+    a = restore.restore("ihdm", half, p, jax.random.PRNGKey(1), obs, delta=0.05)
+    assert a.shape == x.shape and 0 <= float(a.min()) and float(a.max()) <= 1
+    np.testing.assert_array_equal(a, restore.restore("ihdm", half, p, jax.random.PRNGKey(1), obs, delta=0.05))
+    assert float(jnp.abs(a - restore.restore("ihdm", half, p, jax.random.PRNGKey(2), obs, delta=0.05)).max()) > 0
+    with pytest.raises(ValueError, match="'ihdm' needs the network of a ihdm run"):
+        restore.restore("ihdm", exact_eps, S, jax.random.PRNGKey(0), obs)
+    with pytest.raises(ValueError, match="'ddnm' needs the network of a gaussian run"):
+        restore.restore("ddnm", f, p, jax.random.PRNGKey(0), obs)
 
 
 def test_posterior_mean_averages_samples_and_reports_their_spread():
