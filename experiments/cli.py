@@ -17,11 +17,14 @@ def default_workdir(cfg) -> Path:
 
 
 def _parse_flags(argv):
-    """absl's flag parsing, with a bad flag value reported as one `error:` line (exit status 2)."""
+    """absl's flag parsing, with a bad flag value reported as one `error:` line (exit status 2). A config file
+    that raised is reported by its flag and its exception's last line (ml_collections embeds the traceback)."""
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
+        lines = str(e).strip().splitlines()
+        message = f"{lines[0]} {lines[-1]}" if len(lines) > 1 else lines[0]
+        print(f"error: {message}", file=sys.stderr, flush=True)
         sys.exit(2)
 
 
