@@ -224,7 +224,7 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
             if not (log_now or sample_now or ckpt_now):
                 continue
             m = sync()
-            bar.set_postfix(loss=f"{m['loss']:.4f}")
+            bar.set_postfix(loss=f"{m['loss']:.4g}")
             if log_now or step == t.steps:
                 now = time.perf_counter()
                 logged.append(json.dumps({"step": step, "loss": m["loss"], "grad_norm": m["grad_norm"],

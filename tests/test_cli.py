@@ -67,12 +67,22 @@ def test_sample_writes_npz_png_and_trajectory(trained, tmp_path, sampler):
     assert out.with_suffix(".png").exists() and (tmp_path / "s_trajectory.png").exists()
 
 
+@pytest.fixture(scope="module")
+def heat_runs(tmp_path_factory):
+    """A 2-step run of each heat process (the settings of test_train's heat-process test, so the compiled step
+    is shared through the cache)."""
+    runs = {}
+    for process in ("ihdm", "blurring"):
+        runs[process] = tmp_path_factory.mktemp(process)
+        run("experiments.train_ddpm", f"--config={TINY}:{process}", f"--workdir={runs[process]}", "--noprogress",
+            "--config.train.steps=2", "--config.train.batch_size=16", "--config.optim.lr=0.003")
+    return runs
+
+
 @pytest.mark.parametrize("process", ["ihdm", "blurring"])
-def test_heat_process_trains_and_samples_from_its_run_directory_alone(tmp_path, process):
+def test_heat_process_trains_and_samples_from_its_run_directory_alone(heat_runs, tmp_path, process):
     workdir = tmp_path / "run"
-    # The settings of test_train's heat-process test, so the compiled step is shared through the cache.
-    run("experiments.train_ddpm", f"--config={TINY}:{process}", f"--workdir={workdir}", "--noprogress",
-        "--config.train.steps=2", "--config.train.batch_size=16", "--config.optim.lr=0.003")
+    shutil.copytree(heat_runs[process], workdir)
     assert (workdir / "prior.npz").exists() == (process == "ihdm")
     p = run("experiments.sample", f"--workdir={workdir}", "--num=8", "--steps=5", "--trajectory=4")
     name = {"ihdm": "ihdm_20", "blurring": "blurring_5"}[process]
@@ -85,6 +95,23 @@ def test_heat_process_trains_and_samples_from_its_run_directory_alone(tmp_path, 
         (workdir / "prior.npz").write_bytes(b"garbage")
         assert_one_line_error(run("experiments.sample", f"--workdir={workdir}", expect_ok=False),
                               "prior.npz is missing or unreadable")
+
+
+def test_compare_filters_with_ihdm_deblurring_and_restore_with_a_heat_run(heat_runs, tmp_path):
+    out = tmp_path / "cmp"
+    run("experiments.compare_filters", "--num_images=2", "--num_val=2", "--degradations=blur,gaussian",
+        "--methods=wiener", f"--heat={heat_runs['ihdm']}", "--samples=2", f"--workdir={out}")
+    results = json.loads((out / "results.json").read_text())
+    ihdm = [r for r in results if r["method"].startswith("ihdm")]
+    assert {(r["degradation"], r["level"]) for r in ihdm} == {("blur", 1.0), ("blur", 2.0)}
+    assert {r["nfe"] for r in ihdm} < set(range(1, 21)) and "| blur | 1.0 | wiener |" in (out / "versus.md").read_text()
+    p = run("experiments.restore", f"--workdir={heat_runs['ihdm']}", "--degradation=blur", "--level=2.0", "--num=2",
+            "--samples=2", f"--out={tmp_path / 'r'}")
+    assert "ihdm" in p.stdout and (tmp_path / "r" / "grid.png").exists()
+    assert_one_line_error(run("experiments.restore", f"--workdir={heat_runs['blurring']}", "--degradation=blur",
+                              expect_ok=False), "is a blurring run")
+    assert_one_line_error(run("experiments.compare_filters", f"--heat={heat_runs['blurring']}", "--degradations=blur",
+                              f"--workdir={tmp_path / 'no'}", expect_ok=False), "is a blurring run")
 
 
 @pytest.mark.parametrize("args, needles", [
