@@ -198,10 +198,15 @@ def ddim_sample(eps_fn, s: Schedule, key, shape, num_steps: int = 50, eta: float
                 num_frames, out_sharding, condition, x_init)
 
 
-def blurring_sample(eps_fn, p: heat.Blurring, key, shape, num_steps: int | None = None, *, clip_x0: bool = True,
+def blurring_sample(eps_fn, p: heat.Blurring, key, shape, num_steps: int | None = None, *, clip_x0: bool = False,
                     num_frames: int = 0, out_sharding=None):
     """Ancestral sampling of blurring diffusion from x_T ~ N(0, I) over `num_steps` uniformly skipped
-    timesteps (all T if None); arguments as in `ddpm_sample`."""
+    timesteps (all T if None); arguments as in `ddpm_sample`.
+
+    No clipping by default, as in the paper: u0_hat = (u_t - sigma_t eps_hat) / alpha_t amplifies the
+    error of eps_hat at a dissipated frequency by up to 1 / (a_t min_scale); the posterior mean only
+    needs alpha_s / alpha_t of it, but clipping x0_hat in pixels would spread that error over every
+    frequency (we saw noise-textured samples)."""
     ts = ddim_timesteps(p.num_timesteps, num_steps or p.num_timesteps)
     return _run(_blurring_step, eps_fn, p, key, shape, ts, 0.0, "fixed_small", clip_x0, num_frames, out_sharding)
 
