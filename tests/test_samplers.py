@@ -64,7 +64,7 @@ def _process_and_kwargs(name):
     """Each sampler's process object and arguments, for the contract test."""
     s = schedules.linear(50)
     if name == "blurring":
-        return heat.blurring(s, 3.0), {"num_steps": 10}
+        return heat.blurring(s, 3.0), {"num_steps": 10, "clip_x0": True}
     if name == "ihdm":
         p = heat.ihdm(10, 0.5, 4.0, 0.01)
         prior = heat.ihdm_prior(p, jax.random.uniform(jax.random.PRNGKey(5), (5, 6, 6, 3), minval=-1, maxval=1))
