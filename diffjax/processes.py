@@ -71,12 +71,14 @@ def sampling_eta(cfg, eta: float) -> float:
     return cfg.diffusion.sample_noise if name(cfg) == "ihdm" else eta
 
 
-def write_prior(cfg, images_u8, path) -> None:
-    """Saves `heat.ihdm_prior` of the training images (in chunks, any dataset size) to `path`, atomically."""
+def write_prior(cfg, images_u8, path) -> np.ndarray:
+    """Saves `heat.ihdm_prior` of the training images (in chunks, any dataset size) to `path`, atomically,
+    and returns it."""
     p = make(cfg)
     coefs = np.concatenate([np.asarray(heat.ihdm_prior(p, data.to_float(images_u8[i:i + 1024])))
                             for i in range(0, len(images_u8), 1024)])
     images.save_arrays(path, coefficients=coefs)
+    return coefs
 
 
 def load_prior(cfg, workdir) -> np.ndarray:

@@ -184,8 +184,7 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
     images.write_text(workdir / "config.json", json.dumps(json.loads(cfg.to_json_best_effort()), indent=2))
     prior = None
     if processes.name(cfg) == "ihdm":
-        processes.write_prior(cfg, ds.images, workdir / processes.PRIOR_FILE)
-        prior = processes.load_prior(cfg, workdir)
+        prior = processes.write_prior(cfg, ds.images, workdir / processes.PRIOR_FILE)
     mngr = checkpoint.manager(workdir)
     if checkpoint.steps(mngr):
         state = TrainState(**checkpoint.restore(mngr, state._asdict()))

@@ -38,14 +38,19 @@ def test_training_lowers_the_loss(tiny_cfg, tmp_path):
     assert [m["step"] for m in logged] == [10, 20, 30, 40]
 
 
+def _straight_and_resumed(cfg, tmp_path):
+    """The checkpointed states of a run straight to cfg.train.steps and of one stopped halfway and resumed."""
+    train.run(cfg, tmp_path / "straight", progress=False)
+    short = cfg.copy_and_resolve_references()
+    short.train.steps = cfg.train.steps // 2
+    train.run(short, tmp_path / "resumed", progress=False)
+    train.run(cfg, tmp_path / "resumed", progress=False)
+    return _params(tmp_path / "straight", cfg), _params(tmp_path / "resumed", cfg)
+
+
 def test_resumed_run_equals_uninterrupted_run(tiny_cfg, tmp_path):
     tiny_cfg.train.update(steps=4, ckpt_every=2, sample_every=1000)
-    train.run(tiny_cfg, tmp_path / "straight", progress=False)
-    short = tiny_cfg.copy_and_resolve_references()
-    short.train.steps = 2
-    train.run(short, tmp_path / "resumed", progress=False)
-    train.run(tiny_cfg, tmp_path / "resumed", progress=False)
-    a, b = _params(tmp_path / "straight", tiny_cfg), _params(tmp_path / "resumed", tiny_cfg)
+    a, b = _straight_and_resumed(tiny_cfg, tmp_path)
     assert int(a["step"]) == int(b["step"]) == 4
     jax.tree.map(np.testing.assert_array_equal, a, b)
     steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
@@ -163,12 +168,7 @@ def test_heat_process_training_lowers_its_loss_and_resumes_exactly(tmp_path, pro
     cfg.train.update(steps=30, batch_size=16, ckpt_every=15, sample_every=30, log_every=15)
     cfg.optim.lr = 3e-3
     graphdef, state0, _ = train.init_state(cfg, parallel.make_mesh())
-    train.run(cfg, tmp_path / "straight", progress=False)
-    short = cfg.copy_and_resolve_references()
-    short.train.steps = 15
-    train.run(short, tmp_path / "resumed", progress=False)
-    train.run(cfg, tmp_path / "resumed", progress=False)
-    a, b = _params(tmp_path / "straight", cfg), _params(tmp_path / "resumed", cfg)
+    a, b = _straight_and_resumed(cfg, tmp_path)
     jax.tree.map(np.testing.assert_array_equal, a, b)
     test = data.mnist_sample("test").images[::20]
     before, after = _eval_loss(graphdef, state0.params, cfg, test), _eval_loss(graphdef, a["params"], cfg, test)
