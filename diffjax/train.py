@@ -38,6 +38,7 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def make_model(cfg, key) -> UNet:
+    """The config's UNet initialised from `key` (key=None: the abstract UNet, shapes only)."""
     m = cfg.model
     return init_unet(key, image_size=cfg.data.image_size, in_channels=cfg.data.channels, ch=m.ch,
                      ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
@@ -64,7 +65,7 @@ def init_state(cfg, mesh):
 
 def abstract_state(cfg):
     """(graphdef, TrainState of `jax.ShapeDtypeStruct`s): the shapes to restore a checkpoint into."""
-    model = nnx.eval_shape(lambda: make_model(cfg, jax.random.PRNGKey(0)))
+    model = make_model(cfg, None)
     graphdef, params = nnx.split(model)
     opt_state = jax.eval_shape(make_optimizer(cfg).init, params)
     key = jax.ShapeDtypeStruct((2,), jnp.uint32)

@@ -11,7 +11,7 @@ from experiments.configs import cifar10, mnist, reference
 
 
 def _abstract_model(cfg):
-    return nnx.eval_shape(lambda: train.make_model(cfg, jax.random.PRNGKey(0)))
+    return train.make_model(cfg, None)
 
 
 @pytest.mark.parametrize("get_config, expected", [(cifar10.get_config, 35.7e6), (reference.get_config, 6_469_889)])
