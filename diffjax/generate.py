@@ -33,15 +33,15 @@ def sample(graphdef, params, s, key, num: int, image_shape, *, mesh=None, sample
            num_frames: int = 0, progress: bool = False, prior=None, variance: str = "fixed_small"):
     """Draws `num` images in batches of `batch_size`, each batch sharded over the mesh's `data` axis.
 
-    `s` is the process object (`processes.make`); `steps` applies to DDIM and blurring diffusion, `eta` to
-    DDIM (and is IHDM's sampling noise delta), `variance` to DDPM, `prior` is IHDM's (`processes.load_prior`).
+    `s` is the process object (`processes.make`); `steps` applies to every sampler but DDPM and IHDM (which
+    take all their steps), `eta` to DDIM (and is IHDM's sampling noise delta), `variance` to DDPM, `prior` is IHDM's (`processes.load_prior`).
     Returns float32 numpy [num, H, W, C] in [-1, 1] (and [num_frames, num, H, W, C] frames if asked).
     Batch i uses key fold_in(key, i): for a fixed batch size, the first images do not depend on `num`.
     """
     if sampler not in samplers.SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(samplers.SAMPLERS)}")
-    kwargs = {"ddim": dict(num_steps=steps, eta=eta), "blurring": dict(num_steps=steps),
-              "ihdm": dict(prior=prior, delta=eta), "ddpm": dict(variance=variance)}[sampler]
+    kwargs = {"ddim": dict(num_steps=steps, eta=eta), "ddpm": dict(variance=variance),
+              "ihdm": dict(prior=prior, delta=eta)}.get(sampler, dict(num_steps=steps))
     if "num_steps" in kwargs:
         samplers.ddim_timesteps(s.num_timesteps, steps)  # validates steps
     mesh = mesh or parallel.make_mesh()

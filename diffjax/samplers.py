@@ -1,5 +1,6 @@
-"""Reverse-process samplers, each one `lax.scan` inside one jit: DDPM (ancestral) and DDIM for the
-Gaussian process, the ancestral sampler of blurring diffusion, and the inverse heat dissipation sampler.
+"""Reverse-process samplers, each one `lax.scan` inside one jit: DDPM (ancestral), DDIM, DPM-Solver++
+(2M, 3M) and Heun for the Gaussian process, the ancestral sampler of blurring diffusion, and the inverse
+heat dissipation sampler.
 
 Every sampler takes `eps_fn(x_t, t) -> eps` (for IHDM: the network's residual), x_t: [B, H, W, C]
 float32, t: [B] int32. Samplers know nothing about networks: pass a `jax.tree_util.Partial(apply,
@@ -23,6 +24,26 @@ def ddim_timesteps(num_timesteps: int, num_steps: int) -> np.ndarray:
     if not 1 <= num_steps <= num_timesteps:
         raise ValueError(f"steps must be in [1, T={num_timesteps}], got {num_steps}")
     return np.round(np.linspace(num_timesteps - 1, 0, num_steps)).astype(np.int32)
+
+
+def logsnr_timesteps(s: Schedule, num_steps: int) -> np.ndarray:
+    """`num_steps` distinct timesteps from T-1 down to 0 whose half log-SNRs lambda_t = log(alpha_t / sigma_t)
+    are as close to uniformly spaced as integers allow (DPM-Solver's "logSNR" skip type, Lu et al. 2022,
+    App. D.1): equal steps h make the multistep extrapolation ratios r = 1. [S] int32."""
+    ddim_timesteps(s.num_timesteps, num_steps)  # validates num_steps
+    ab = np.asarray(s.alphas_cumprod, np.float64)
+    lam = 0.5 * (np.log(ab) - np.log1p(-ab))  # decreasing in t
+    targets = np.linspace(lam[-1], lam[0], num_steps)
+    t = np.round(np.interp(targets, lam[::-1], np.arange(len(lam))[::-1])).astype(np.int64)
+    for i in range(1, num_steps):  # strictly decreasing and within [0, T-1]
+        t[i] = min(t[i], t[i - 1] - 1)
+    t[-1] = max(t[-1], 0)
+    for i in range(num_steps - 2, -1, -1):
+        t[i] = max(t[i], t[i + 1] + 1)
+    return t.astype(np.int32)
+
+
+SPACINGS = {"uniform": lambda s, n: ddim_timesteps(s.num_timesteps, n), "logsnr": logsnr_timesteps}
 
 
 def _x0_and_eps(eps_fn, s, x, t, clip_x0):
@@ -73,6 +94,57 @@ def _ddim_step(eps_fn, s, x, t, t_prev, key, *, variance, clip_x0, eta, conditio
     return jnp.sqrt(ab_prev) * x0 + noise
 
 
+def _lambda(s, t):
+    """Half the log-SNR, lambda_t = log(alpha_t / sigma_t) for a scalar int t in [-1, T); +inf at t = -1."""
+    ab = _alpha_bar(s, t)
+    return 0.5 * (jnp.log(ab) - jnp.log1p(-ab))
+
+
+def _dpmpp_step(eps_fn, s, x, t, t_prev, key, *, variance, clip_x0, eta, memory):
+    """One step of multistep DPM-Solver++ (Lu et al. 2022, "DPM-Solver++", Alg. 2 and App. B), data prediction,
+    from s0 = t to t' = t_prev with h = lambda_t' - lambda_s0, phi = e^{-h} - 1 and x0_hat m0, m1, m2 at the
+    last three times s0, s1, s2 (h0 = lambda_s0 - lambda_s1, h1 = lambda_s1 - lambda_s2, r_i = h_i / h):
+      1st order: x_t' = (sigma_t'/sigma_s0) x - alpha_t' phi m0                                  (= DDIM)
+      2nd order: ... - alpha_t' phi D1 / 2,  D1 = (m0 - m1) / r0
+      3rd order: ... + alpha_t' (phi/h + 1) D1' - alpha_t' ((phi + h)/h^2 - 1/2) D2,
+                 D1' = d0 + r0/(r0 + r1) (d0 - d1), D2 = (d0 - d1)/(r0 + r1), d0 = (m0 - m1)/r0, d1 = (m1 - m2)/r1.
+    The order is min(order, steps taken + 1), 1 on the last step (to t' = -1, where sigma = 0) and at most 2
+    on the one before. `memory` = (order, [m1, m2], [lambda_s1, lambda_s2], step index, number of steps)."""
+    del variance, eta, key
+    order, (m1, m2), (lam1, lam2), i, n = memory
+    m0, _ = _x0_and_eps(eps_fn, s, x, t, clip_x0)
+    lam_s, lam_t = _lambda(s, t[0]), _lambda(s, t_prev)
+    ab_s, ab_t = _alpha_bar(s, t[0]), _alpha_bar(s, t_prev)
+    alpha_t, h = jnp.sqrt(ab_t), lam_t - lam_s
+    phi = jnp.expm1(-h)
+    first = jnp.sqrt((1.0 - ab_t) / (1.0 - ab_s)) * x - alpha_t * phi * m0
+    r0, r1 = (lam_s - lam1) / h, (lam1 - lam2) / h
+    d0, d1 = (m0 - m1) / r0, (m1 - m2) / r1
+    second = first - 0.5 * alpha_t * phi * d0
+    third = (first + alpha_t * (phi / h + 1.0) * (d0 + r0 / (r0 + r1) * (d0 - d1))
+             - alpha_t * ((phi + h) / h**2 - 0.5) * (d0 - d1) / (r0 + r1))
+    k = jnp.minimum(jnp.minimum(order, i + 1), jnp.where(i == n - 1, 1, jnp.where(i == n - 2, 2, 3)))
+    x = jnp.where(k == 1, first, jnp.where(k == 2, second, third))
+    return x, (order, (m0, m1), (lam_s, lam1), i + 1, n)
+
+
+def _heun_step(eps_fn, s, x, t, t_prev, key, *, variance, clip_x0, eta):
+    """Heun's method on the probability-flow ODE (Karras et al. 2022, "Elucidating...", Alg. 1 without churn)
+    in DDIM's coordinates: x_bar = x / sqrt(ab), sigma = sqrt((1 - ab) / ab), d x_bar / d sigma = eps(x, t).
+    Euler's step is DDIM's (eta = 0); Heun averages eps at both ends. The last step (to sigma = 0) is Euler's."""
+    del variance, eta, key
+    x0, eps = _x0_and_eps(eps_fn, s, x, t, clip_x0)
+    ab, ab_next = _alpha_bar(s, t[0]), _alpha_bar(s, t_prev)
+    sigma, sigma_next = jnp.sqrt((1.0 - ab) / ab), jnp.sqrt((1.0 - ab_next) / ab_next)
+    euler = jnp.sqrt(ab_next) * (x0 + sigma_next * eps)
+
+    def heun(euler):
+        _, eps_next = _x0_and_eps(eps_fn, s, euler, jnp.full_like(t, t_prev), clip_x0)
+        return jnp.sqrt(ab_next) * (x0 + sigma * eps + (sigma_next - sigma) * 0.5 * (eps + eps_next))
+
+    return jax.lax.cond(t_prev >= 0, heun, lambda euler: euler, euler)
+
+
 def _blurring_step(eps_fn, p, x, t, t_prev, key, *, variance, clip_x0, eta):
     """u_s ~ q(u_s | u_t, u0_hat) per DCT frequency (Hoogeboom & Salimans 2023, Sec. 3), s = t_prev:
       u0_hat = (u_t - sigma_t DCT(eps_hat)) / alpha_t,  alpha_ts = alpha_t / alpha_s,
@@ -117,9 +189,10 @@ def _as_pytree(eps_fn):
 
 @partial(jax.jit, static_argnames=("step", "shape", "variance", "clip_x0", "num_frames", "out_sharding", "jumps"))
 def _scan(step, eps_fn, s, key, ts, eta, shape, variance, clip_x0, num_frames, out_sharding, jumps,
-          condition=None, x_init=None):
+          condition=None, x_init=None, memory=None):
     """Runs x (x_init, or x_T ~ N(0, I)) through the pairs (ts[i], ts[i+1]), ts ending at -1: a reverse
-    `step` where the time decreases, a forward re-noising jump where it increases (only if `jumps`)."""
+    `step` where the time decreases, a forward re-noising jump where it increases (only if `jumps`).
+    A multistep `step` takes and returns `memory` (a pytree carried along with x)."""
     constrain = (lambda x: jax.lax.with_sharding_constraint(x, out_sharding)) if out_sharding else (lambda x: x)
     init_key, loop_key = jax.random.split(key)
     x = constrain(jax.random.normal(init_key, shape, jnp.float32) if x_init is None else x_init)
@@ -131,11 +204,13 @@ def _scan(step, eps_fn, s, key, ts, eta, shape, variance, clip_x0, num_frames, o
         kw["condition"] = condition
 
     def body(carry, i):
-        x, frames = carry
+        x, frames, memory = carry
         t = jnp.full((shape[0],), ts[i], jnp.int32)
         k = jax.random.fold_in(loop_key, i)
         reverse = lambda x: step(eps_fn, s, x, t, ts[i + 1], k, **kw)  # noqa: E731
-        if jumps:
+        if memory is not None:
+            x, memory = step(eps_fn, s, x, t, ts[i + 1], k, **kw, memory=memory)
+        elif jumps:
             x = jax.lax.cond(ts[i + 1] > ts[i], lambda x: _renoise(s, x, ts[i], ts[i + 1], k), reverse, x)
         else:
             x = reverse(x)
@@ -143,18 +218,18 @@ def _scan(step, eps_fn, s, key, ts, eta, shape, variance, clip_x0, num_frames, o
         if num_frames:
             hit = (frame_at == i).reshape((-1,) + (1,) * len(shape))
             frames = jnp.where(hit, x[None], frames)
-        return (x, frames), None
+        return (x, frames, memory), None
 
-    (x, frames), _ = jax.lax.scan(body, (x, frames), jnp.arange(n))
+    (x, frames, _), _ = jax.lax.scan(body, (x, frames, memory), jnp.arange(n))
     return x, frames
 
 
 def _run(step, eps_fn, s, key, shape, ts, eta, variance, clip_x0, num_frames, out_sharding, condition=None,
-         x_init=None):
+         x_init=None, memory=None):
     ts = np.append(ts, -1).astype(np.int32)
     jumps = bool(np.any(np.diff(ts) > 0))
     x, frames = _scan(step, _as_pytree(eps_fn), s, key, jnp.asarray(ts), jnp.float32(eta), tuple(shape),
-                      variance, clip_x0, num_frames, out_sharding, jumps, condition, x_init)
+                      variance, clip_x0, num_frames, out_sharding, jumps, condition, x_init, memory)
     return (x, frames) if num_frames else x
 
 
@@ -198,6 +273,42 @@ def ddim_sample(eps_fn, s: Schedule, key, shape, num_steps: int = 50, eta: float
                 num_frames, out_sharding, condition, x_init)
 
 
+def _spaced(s, num_steps, spacing):
+    if spacing not in SPACINGS:
+        raise ValueError(f"unknown timestep spacing {spacing!r}; choose one of {sorted(SPACINGS)}")
+    return SPACINGS[spacing](s, num_steps)
+
+
+def dpm_solver_sample(eps_fn, s: Schedule, key, shape, num_steps: int = 20, order: int = 2, *,
+                      spacing: str = "logsnr", clip_x0: bool = True, num_frames: int = 0, out_sharding=None):
+    """Multistep DPM-Solver++ of `order` 2 ("2M") or 3 ("3M"), one network call per step (Lu et al. 2022,
+    "DPM-Solver++"; the step math is in `_dpmpp_step`), over `num_steps` timesteps spaced uniformly in
+    log-SNR (`logsnr_timesteps`; "uniform" in t is much worse at 10-20 steps: the step into t = 0 is then
+    5x longer in lambda than the one before and the extrapolation overshoots). `clip_x0` clips the data
+    prediction, as their thresholding does. Other arguments as in `ddpm_sample`."""
+    if order not in (2, 3):
+        raise ValueError(f"DPM-Solver++ order must be 2 or 3, got {order}")
+    zeros = jnp.zeros(shape, jnp.float32)
+    memory = (jnp.int32(order), (zeros, zeros), (jnp.float32(0), jnp.float32(0)), jnp.int32(0), jnp.int32(num_steps))
+    return _run(_dpmpp_step, eps_fn, s, key, shape, _spaced(s, num_steps, spacing), 0.0, "fixed_small", clip_x0,
+                num_frames, out_sharding, memory=memory)
+
+
+def heun_sample(eps_fn, s: Schedule, key, shape, num_steps: int = 10, *, spacing: str = "logsnr",
+                clip_x0: bool = True, num_frames: int = 0, out_sharding=None):
+    """Heun's second-order method on the probability-flow ODE over `num_steps` timesteps (spaced as in
+    `dpm_solver_sample`): 2 num_steps - 1 network calls (`_heun_step`). Other arguments as in `ddpm_sample`."""
+    return _run(_heun_step, eps_fn, s, key, shape, _spaced(s, num_steps, spacing), 0.0, "fixed_small", clip_x0,
+                num_frames, out_sharding)
+
+
+def nfe(sampler: str, num_steps: int, num_timesteps: int) -> int:
+    """Network calls per image of `sampler` at `num_steps` (DDPM always takes all T; IHDM: its K levels)."""
+    if sampler in ("ddpm", "ihdm"):
+        return num_timesteps - (sampler == "ihdm")
+    return 2 * num_steps - 1 if sampler == "heun" else num_steps
+
+
 def blurring_sample(eps_fn, p: heat.Blurring, key, shape, num_steps: int | None = None, *, clip_x0: bool = False,
                     num_frames: int = 0, out_sharding=None):
     """Ancestral sampling of blurring diffusion from x_T ~ N(0, I) over `num_steps` uniformly skipped
@@ -236,4 +347,6 @@ def ihdm_sample(f_fn, p: heat.IHDM, key, shape, prior=None, delta: float = 0.02,
                 x_init=x_init)
 
 
-SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "blurring": blurring_sample, "ihdm": ihdm_sample}
+SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "dpmpp_2m": partial(dpm_solver_sample, order=2),
+            "dpmpp_3m": partial(dpm_solver_sample, order=3), "heun": heun_sample, "blurring": blurring_sample,
+            "ihdm": ihdm_sample}

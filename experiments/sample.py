@@ -18,7 +18,8 @@ from experiments import cli
 flags.DEFINE_string("workdir", None, "run directory written by experiments.train_ddpm", required=True)
 flags.DEFINE_enum("sampler", None, sorted(samplers.SAMPLERS),
                   "sampler (default: the run's process's: ddim, blurring or ihdm)")
-flags.DEFINE_integer("steps", 50, "DDIM and blurring-diffusion steps (DDPM and IHDM use all levels)", lower_bound=1)
+flags.DEFINE_integer("steps", 50, "sampler steps (DDPM and IHDM take all levels; Heun calls the network twice "
+                     "per step but the last)", lower_bound=1)
 flags.DEFINE_float("eta", 0.0, "DDIM eta: 0 deterministic, 1 DDPM-like", lower_bound=0.0)
 flags.DEFINE_enum("variance", "fixed_small", list(samplers.VARIANCES), "DDPM reverse variance")
 flags.DEFINE_integer("num", 64, "number of images", lower_bound=1)
@@ -39,7 +40,8 @@ def main(argv):
     sampler = processes.sampler_for(cfg, f.sampler)
     prior = processes.load_prior(cfg, f.workdir) if sampler == "ihdm" else None
     p = processes.make(cfg)
-    steps = {"ddim": f.steps, "blurring": f.steps, "ddpm": p.num_timesteps, "ihdm": p.num_timesteps - 1}[sampler]
+    calls = samplers.nfe(sampler, f.steps, p.num_timesteps)
+    steps = calls if sampler in ("ddpm", "ihdm") else f.steps
     out = Path(f.out or Path(f.workdir) / "samples" / f"{sampler}_{steps}.npz")
     shape = (cfg.data.image_size, cfg.data.image_size, cfg.data.channels)
     tic = time.perf_counter()
@@ -55,7 +57,7 @@ def main(argv):
         rows = min(f.num, 8)  # [rows, frames] strip: noise on the left, the sample on the right
         strip = np.swapaxes(frames[:, :rows], 0, 1).reshape(-1, *shape)
         images.save_grid(out.with_name(out.stem + "_trajectory.png"), strip, ncols=f.trajectory)
-    print(f"{f.num} images from step {step} with {sampler} ({steps} steps) in {seconds:.1f}s "
+    print(f"{f.num} images from step {step} with {sampler} ({steps} steps, {calls} network calls) in {seconds:.1f}s "
           f"({f.num / seconds:.1f} images/s) -> {out}")
 
 

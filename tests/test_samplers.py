@@ -36,6 +36,9 @@ SAMPLER_CASES = {
     "ddim_200_eta0": lambda f, k: samplers.ddim_sample(f, S, k, (N, 4, 4, 1), num_steps=200, clip_x0=False),
     "ddim_500_eta1": lambda f, k: samplers.ddim_sample(f, S, k, (N, 4, 4, 1), num_steps=500, eta=1.0,
                                                        clip_x0=False),
+    **{f"{name}_20": (lambda f, k, name=name: samplers.SAMPLERS[name](f, S, k, (N, 4, 4, 1), num_steps=20,
+                                                                      clip_x0=False))
+       for name in ("dpmpp_2m", "dpmpp_3m", "heun")},
 }
 
 
@@ -95,6 +98,32 @@ def test_ddim_discretisation_error_shrinks_with_more_steps():
     err = [abs(np.asarray(samplers.ddim_sample(f, S, jax.random.PRNGKey(0), (N, 4, 4, 1), num_steps=n,
                                                clip_x0=False)).std() - 0.25) for n in (10, 50, 1000)]
     assert err[0] > err[1] > err[2] and err[2] < 0.01, err
+
+
+@pytest.mark.parametrize("name", ["dpmpp_2m", "dpmpp_3m", "heun"])
+def test_fast_solvers_beat_ddim_at_equal_network_calls_and_converge_faster(name):
+    """The probability-flow ODE from the same x_T, solved to reference accuracy (Heun, 1,000 log-SNR steps), on
+    the two-mode mixture. At 10 and 20 steps each solver is closer to it than DDIM with as many network calls,
+    and its error shrinks faster than DDIM's first-order rate (error ratio 20 / 10 steps: 0.57 for DDIM,
+    about 0.25 for second order, measured 0.33 (2M), 0.23 (3M), 0.27 (Heun))."""
+    f, key, shape = exact_eps([0.3, 0.7], [-0.5, 0.5], 0.1), jax.random.PRNGKey(1), (N, 4, 4, 1)
+    ref = np.asarray(samplers.heun_sample(f, S, key, shape, num_steps=1000, clip_x0=False))
+    rms = lambda x: float(np.sqrt(np.mean((np.asarray(x) - ref) ** 2)))  # noqa: E731
+    err = {}
+    for steps in (10, 20):
+        err[steps] = rms(samplers.SAMPLERS[name](f, S, key, shape, num_steps=steps, clip_x0=False))
+        ddim = rms(samplers.ddim_sample(f, S, key, shape, num_steps=samplers.nfe(name, steps, 1000), clip_x0=False))
+        assert err[steps] < ddim, (steps, err[steps], ddim)
+    assert err[20] < 0.4 * err[10], err
+
+
+def test_logsnr_timesteps_are_distinct_decreasing_and_evenly_spaced_in_log_snr():
+    for n in (2, 10, 50, 1000):
+        t = samplers.logsnr_timesteps(S, n)
+        assert len(t) == n and t[0] == 999 and t[-1] == 0 and (np.diff(t) < 0).all()
+    ab = np.asarray(S.alphas_cumprod, np.float64)
+    lam = 0.5 * np.log(ab / (1 - ab))[samplers.logsnr_timesteps(S, 10)]
+    np.testing.assert_allclose(np.diff(lam), (lam[-1] - lam[0]) / 9, rtol=0.05)  # integer rounding only
 
 
 def test_sharded_sampling_equals_single_device(devices):
