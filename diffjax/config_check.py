@@ -117,4 +117,9 @@ def check(cfg, num_devices: int = 1) -> None:
     for field in ("log_every", "sample_every", "ckpt_every", "num_sample_images"):
         _int(cfg, "train." + field, 1)
     _int(cfg, "train.sample_steps", 1, steps_t)
+    if cfg.train.get("eval_every", 0):
+        _int(cfg, "train.eval_every", 0)
+        _int(cfg, "train.eval_num", 2)
+        if (cfg.data.image_size, cfg.data.channels) != (28, 1):
+            _fail("train.eval_every", cfg.train.eval_every, "the sample score is for 28x28 digits only; set it to 0")
     _real(cfg, "train.sample_eta", 0.0, inf, hi_open=True)

@@ -1,7 +1,9 @@
-"""Image quality metrics in JAX, batched over NHWC images with values in [0, data_range]."""
+"""Image quality metrics in JAX, batched over NHWC images with values in [0, data_range]; the Fréchet
+distance of feature statistics (numpy, float64)."""
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def psnr(x, ref, data_range: float = 1.0) -> jnp.ndarray:
@@ -38,3 +40,26 @@ def edginess(x) -> jnp.ndarray:
     dx = jnp.abs(jnp.diff(x, axis=2)).sum(axis=(1, 2, 3))
     dy = jnp.abs(jnp.diff(x, axis=1)).sum(axis=(1, 2, 3))
     return dx + dy
+
+
+def gaussian_stats(features) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (unbiased) covariance of [N, D] features, in float64. -> ([D], [D, D])."""
+    f = np.asarray(features, np.float64)
+    if f.ndim != 2 or f.shape[0] < 2:
+        raise ValueError(f"need [N >= 2, D] features for a covariance, got shape {f.shape}")
+    return f.mean(0), np.cov(f, rowvar=False)
+
+
+def frechet_distance(mu1, cov1, mu2, cov2) -> float:
+    """Fréchet (2-Wasserstein^2) distance of N(mu1, cov1) and N(mu2, cov2) (Dowson & Landau 1982; FID,
+    Heusel et al. 2017): ||mu1 - mu2||^2 + tr(cov1) + tr(cov2) - 2 tr((cov1 cov2)^(1/2)).
+
+    tr((C1 C2)^(1/2)) = tr((S C2 S)^(1/2)) with S = C1^(1/2): the square roots of the eigenvalues of a
+    symmetric PSD matrix, in float64 (no complex round-off as with a general matrix square root).
+    """
+    w1, v1 = np.linalg.eigh(np.asarray(cov1, np.float64))
+    sqrt1 = (v1 * np.sqrt(np.clip(w1, 0, None))) @ v1.T
+    middle = sqrt1 @ np.asarray(cov2, np.float64) @ sqrt1
+    tr_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
+    diff = np.asarray(mu1, np.float64) - np.asarray(mu2, np.float64)
+    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * tr_sqrt)

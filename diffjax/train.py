@@ -21,7 +21,7 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
-from diffjax import checkpoint, config_check, data, generate, images, parallel, processes
+from diffjax import checkpoint, config_check, data, digit_score, generate, images, parallel, processes
 from diffjax.nn.unet import UNet, init_unet, param_count
 
 
@@ -149,23 +149,23 @@ def _read_metrics(path: Path, step: int) -> list[str]:
     return [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
 
 
-def save_samples(graphdef, params, cfg, key, path, mesh, prior=None) -> None:
-    """A PNG grid of `train.num_sample_images` samples from `params` with the process's default sampler
-    (`sample_steps`, `sample_eta` where they apply; `prior`: the IHDM prior)."""
+def default_samples(graphdef, params, cfg, key, num: int, mesh, prior=None) -> np.ndarray:
+    """`num` samples from `params` with the process's default sampler (`sample_steps`, `sample_eta` where
+    they apply; `prior`: the IHDM prior), in [-1, 1]."""
     shape = (cfg.data.image_size, cfg.data.image_size, cfg.data.channels)
-    x = generate.sample(graphdef, params, processes.make(cfg), key, cfg.train.num_sample_images, shape, mesh=mesh,
-                        sampler=processes.sampler_for(cfg), steps=cfg.train.sample_steps,
-                        eta=processes.sampling_eta(cfg, cfg.train.sample_eta), prediction=processes.prediction(cfg),
-                        prior=prior)
-    images.save_grid(path, x)
+    return generate.sample(graphdef, params, processes.make(cfg), key, num, shape, mesh=mesh,
+                           sampler=processes.sampler_for(cfg), steps=cfg.train.sample_steps,
+                           eta=processes.sampling_eta(cfg, cfg.train.sample_eta),
+                           prediction=processes.prediction(cfg), prior=prior)
 
 
 def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = True) -> TrainState:
     """Trains (or resumes) to `cfg.train.steps` in `workdir`; returns the final state.
 
     The config, the data and the compiled step are checked first: a bad value is one ValueError and
-    leaves no run directory behind. Then writes config.json, metrics.jsonl, samples/step_*.png and
-    Orbax checkpoints. The host syncs only at log, sample and checkpoint steps; there every loss since
+    leaves no run directory behind. Then writes config.json, metrics.jsonl, samples/step_*.png, Orbax
+    checkpoints and, every `train.eval_every` steps if > 0, the sample score (`digit_score`: FD of
+    `train.eval_num` samples against the test digits) to scores.jsonl. The host syncs only at log, sample and checkpoint steps; there every loss since
     the last sync is checked, and a non-finite one raises `NonFiniteLossError` before anything of that
     stretch is saved (the last good checkpoint is kept). Ctrl-C saves a checkpoint first.
     """
@@ -193,9 +193,13 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
         checkpoint.set_aside_after(mngr, int(state.step))
         mngr = checkpoint.manager(workdir)
     start = step = last_saved = int(state.step)
-    metrics_path = workdir / "metrics.jsonl"
-    logged = _read_metrics(metrics_path, start)
+    metrics_path, scores_path = workdir / "metrics.jsonl", workdir / "scores.jsonl"
+    logged, scored = _read_metrics(metrics_path, start), _read_metrics(scores_path, start)
     t = cfg.train
+    eval_every = t.get("eval_every", 0)
+    if eval_every:
+        test_ds = data.load(cfg.data.dataset, "test")
+        classifier = digit_score.load_or_train(digit_score.DEFAULT_CACHE, ds, test_ds)
     pending = []       # (step, device metrics) since the last host sync
 
     def sync():
@@ -232,8 +236,15 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
                 images.write_text(metrics_path, "".join(ln + "\n" for ln in logged))   # atomic
                 tic = now
             if sample_now or step == t.steps:
-                save_samples(graphdef, state.ema_params, cfg, jax.random.fold_in(sample_key, step),
-                             workdir / "samples" / f"step_{step:07d}.png", mesh, prior)
+                images.save_grid(workdir / "samples" / f"step_{step:07d}.png",
+                                 default_samples(graphdef, state.ema_params, cfg, jax.random.fold_in(sample_key, step),
+                                                 t.num_sample_images, mesh, prior))
+            if eval_every and step % eval_every == 0:
+                x = default_samples(graphdef, state.ema_params, cfg, jax.random.fold_in(jax.random.fold_in(sample_key, step), 1),
+                                    t.eval_num, mesh, prior)
+                scored.append(json.dumps({"step": step, "num": t.eval_num,
+                                          **digit_score.score(classifier, data.to_uint8(x), test_ds.images)}))
+                images.write_text(scores_path, "".join(ln + "\n" for ln in scored))
             if ckpt_now:
                 checkpoint.save(mngr, step, state._asdict())
                 last_saved = step

@@ -23,3 +23,9 @@ def tiny_cfg():
 def devices():
     assert len(jax.devices()) == 8, "tests expect 8 simulated CPU devices"
     return jax.devices()
+
+
+@pytest.fixture(scope="session")
+def digit_cache(tmp_path_factory):
+    """One cache directory of the digit classifier for the whole session (in-process and CLI tests)."""
+    return tmp_path_factory.mktemp("digit_cache")

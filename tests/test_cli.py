@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "experiments" / "configs" / "tiny.py")
 
 
-def run(*args, expect_ok=True):
+def run(*args, expect_ok=True, **env_vars):
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(ROOT / ".jax_cache"),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.2")
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.2", **env_vars)
     p = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     if expect_ok:
         assert p.returncode == 0, p.stderr[-3000:]
@@ -137,13 +137,39 @@ def test_compare_filters_with_ihdm_deblurring_and_restore_with_a_heat_run(heat_r
     (("experiments.compare_filters", "--num_val=0"), ("--num_val=0",)),
     (("experiments.compare_filters", "--samples=0"), ("--samples=0",)),
     (("experiments.bench", "--steps=0"), ("--steps=0",)),
+    (("experiments.evaluate", "--num=1"), ("--num=1",)),
+    (("experiments.evaluate", "--sampler=euler"), ("euler",)),
+    (("experiments.evaluate", "--sampler=ihdm"), ("gaussian run samples with", "ihdm")),
 ])
 def test_bad_flags_give_one_clear_error_before_any_work(trained, tmp_path, args, needles):
-    workdir = trained if args[0] in ("experiments.sample", "experiments.restore") else tmp_path / "run"
+    workdir = trained if args[0] in ("experiments.sample", "experiments.restore", "experiments.evaluate") \
+        else tmp_path / "run"
     flag = "--out" if args[0] == "experiments.bench" else "--workdir"
     p = run(*args, f"{flag}={workdir}", expect_ok=False)
     assert_one_line_error(p, *needles)
     assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_scores_samples_into_eval_json_and_training_logs_the_score(trained, tmp_path, digit_cache):
+    workdir = tmp_path / "run"
+    shutil.copytree(trained, workdir)
+    p = run("experiments.evaluate", f"--workdir={workdir}", "--sampler=dpmpp_2m", "--steps=3", "--num=16",
+            f"--cache_dir={digit_cache}")
+    run("experiments.evaluate", f"--workdir={workdir}", "--sampler=heun", "--steps=2", "--num=16",
+        f"--cache_dir={digit_cache}")
+    results = json.loads((workdir / "eval.json").read_text())
+    assert sorted(results) == ["dpmpp_2m_3_n16_seed0", "heun_2_n16_seed0"]
+    r = results["dpmpp_2m_3_n16_seed0"]
+    assert r["nfe"] == 3 and results["heun_2_n16_seed0"]["nfe"] == 3 and r["num"] == 16
+    assert r["fd"] > r["fd_train_vs_test"] > 0 and r["classifier_test_accuracy"] >= 0.95  # a 4-step model
+    assert "FD" in p.stdout and (workdir / "eval" / "dpmpp_2m_3_n16_seed0.png").exists()
+    scored = tmp_path / "scored"
+    run("experiments.train_ddpm", f"--config={TINY}", f"--workdir={scored}", "--noprogress",
+        "--config.train.eval_every=2", "--config.train.eval_num=16", DIFFJAX_CACHE=str(digit_cache))
+    rows = [json.loads(line) for line in (scored / "scores.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [2, 4] and all(np.isfinite(row["fd"]) for row in rows)
+    assert_one_line_error(run("experiments.evaluate", f"--workdir={tmp_path / 'nope'}", expect_ok=False),
+                          "not a run directory")
 
 
 def test_sampling_from_missing_or_empty_run_directory(trained, tmp_path):
