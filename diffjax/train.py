@@ -165,9 +165,10 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
     The config, the data and the compiled step are checked first: a bad value is one ValueError and
     leaves no run directory behind. Then writes config.json, metrics.jsonl, samples/step_*.png, Orbax
     checkpoints and, every `train.eval_every` steps if > 0, the sample score (`digit_score`: FD of
-    `train.eval_num` samples against the test digits) to scores.jsonl. The host syncs only at log, sample and checkpoint steps; there every loss since
-    the last sync is checked, and a non-finite one raises `NonFiniteLossError` before anything of that
-    stretch is saved (the last good checkpoint is kept). Ctrl-C saves a checkpoint first.
+    `train.eval_num` samples against the test digits) to scores.jsonl. The host syncs only at log, sample
+    and checkpoint steps; there every loss since the last sync is checked, and a non-finite one raises
+    `NonFiniteLossError` before anything of that stretch is saved (the last good checkpoint is kept).
+    Ctrl-C saves a checkpoint first.
     """
     workdir = Path(workdir)
     mesh = mesh or parallel.make_mesh()
@@ -240,8 +241,8 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
                                  default_samples(graphdef, state.ema_params, cfg, jax.random.fold_in(sample_key, step),
                                                  t.num_sample_images, mesh, prior))
             if eval_every and step % eval_every == 0:
-                x = default_samples(graphdef, state.ema_params, cfg, jax.random.fold_in(jax.random.fold_in(sample_key, step), 1),
-                                    t.eval_num, mesh, prior)
+                eval_key = jax.random.fold_in(jax.random.fold_in(sample_key, step), 1)
+                x = default_samples(graphdef, state.ema_params, cfg, eval_key, t.eval_num, mesh, prior)
                 scored.append(json.dumps({"step": step, "num": t.eval_num,
                                           **digit_score.score(classifier, data.to_uint8(x), test_ds.images)}))
                 images.write_text(scores_path, "".join(ln + "\n" for ln in scored))

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import jax
+import numpy as np
 from absl import flags
 
 from diffjax import data, digit_score, generate, images, processes, samplers, train
@@ -21,6 +22,8 @@ flags.DEFINE_string("workdir", None, "run directory written by experiments.train
 flags.DEFINE_enum("sampler", None, sorted(samplers.SAMPLERS), "sampler (default: the run's process's)")
 flags.DEFINE_integer("steps", 50, "sampler steps (DDPM and IHDM take all levels)", lower_bound=1)
 flags.DEFINE_float("eta", 0.0, "DDIM eta", lower_bound=0.0)
+flags.DEFINE_float("guidance", 0.0, "classifier-free guidance weight (class-conditional runs: the classes are "
+                   "asked in turn and the classifier's accuracy on them is reported)", lower_bound=0.0)
 flags.DEFINE_integer("num", 1000, "number of samples to score (the FD needs at least 2)", lower_bound=2)
 flags.DEFINE_integer("batch_size", 250, "images per sampler call", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "sampling seed")
@@ -31,13 +34,18 @@ EVAL_FILE = "eval.json"
 
 
 def evaluate(workdir, sampler=None, steps: int = 50, eta: float = 0.0, num: int = 1000, seed: int = 0,
-             batch_size: int = 250, cache_dir=digit_score.DEFAULT_CACHE, progress: bool = True) -> tuple[str, dict]:
+             batch_size: int = 250, cache_dir=digit_score.DEFAULT_CACHE, progress: bool = True,
+             guidance: float = 0.0) -> tuple[str, dict]:
     """Samples and scores a run (see the module docstring). Returns (key, result) and updates RUN/eval.json."""
     cfg = train.load_config(workdir)
     if cfg.data.channels != 1 or cfg.data.image_size != 28:
         raise ValueError(f"{workdir} is a {cfg.data.dataset} run: the sample score is the digit classifier's "
                          f"Fréchet distance, for 28x28 MNIST runs only")
     sampler = processes.sampler_for(cfg, sampler)
+    labels = None
+    if cfg.model.num_classes:  # every class in turn: the score is of a balanced set
+        labels = np.arange(num) % cfg.model.num_classes
+    generate.class_labels(cfg.model.num_classes, None, guidance, num)  # guidance needs a conditional run
     cfg, graphdef, params, step = train.restore_ema(workdir)
     p = processes.make(cfg)
     prior = processes.load_prior(cfg, workdir) if sampler == "ihdm" else None
@@ -46,16 +54,20 @@ def evaluate(workdir, sampler=None, steps: int = 50, eta: float = 0.0, num: int 
     tic = time.perf_counter()
     x = generate.sample(graphdef, params, p, jax.random.PRNGKey(seed), num, (28, 28, 1), sampler=sampler,
                         steps=steps, eta=processes.sampling_eta(cfg, eta), batch_size=batch_size,
-                        prediction=processes.prediction(cfg), progress=progress, prior=prior)
+                        prediction=processes.prediction(cfg), progress=progress, prior=prior, labels=labels,
+                        guidance=guidance)
     seconds = time.perf_counter() - tic
     nfe = samplers.nfe(sampler, steps, p.num_timesteps)
-    key = f"{sampler}_{nfe if sampler in ('ddpm', 'ihdm') else steps}_n{num}_seed{seed}"
+    key = (f"{sampler}_{nfe if sampler in ('ddpm', 'ihdm') else steps}"
+           + (f"_w{guidance:g}" if labels is not None else "") + f"_n{num}_seed{seed}")
     generated = data.to_uint8(x)
     result = {"sampler": sampler, "steps": steps, "nfe": nfe, "eta": eta if sampler == "ddim" else None,
-              "num": num, "seed": seed, "checkpoint_step": step, "seconds": round(seconds, 2),
-              "images_per_s": round(num / seconds, 2),
+              "guidance": guidance if labels is not None else None, "num": num, "seed": seed,
+              "checkpoint_step": step, "seconds": round(seconds, 2), "images_per_s": round(num / seconds, 2),
               **digit_score.score(clf, generated, test_ds.images),
               **digit_score.floors(clf, train_ds, test_ds, num)}
+    if labels is not None:
+        result["class_accuracy"] = float(np.mean(digit_score.predict(clf, generated) == labels))
     path = Path(workdir) / EVAL_FILE
     results = json.loads(path.read_text()) if path.exists() else {}
     results[key] = result
@@ -67,11 +79,13 @@ def evaluate(workdir, sampler=None, steps: int = 50, eta: float = 0.0, num: int 
 def main(argv):
     del argv
     f = flags.FLAGS
-    key, r = evaluate(f.workdir, f.sampler, f.steps, f.eta, f.num, f.seed, f.batch_size, f.cache_dir)
+    key, r = evaluate(f.workdir, f.sampler, f.steps, f.eta, f.num, f.seed, f.batch_size, f.cache_dir,
+                      guidance=f.guidance)
     print(f"{key}: FD {r['fd']:.2f} (floors: real train digits {r['fd_train_vs_test']:.2f}, test digits blurred "
           f"1 px {r['fd_blurred_1px_vs_test']:.1f}), class entropy {r['class_entropy']:.3f} nats (test digits "
           f"{r['test_class_entropy']:.3f}, max 2.303); classifier test accuracy {r['classifier_test_accuracy']:.3f}; "
-          f"{r['nfe']} network calls per image, {r['images_per_s']} images/s "
+          + (f"samples of the asked class {r['class_accuracy']:.3f}; " if "class_accuracy" in r else "")
+          + f"{r['nfe']} network calls per image, {r['images_per_s']} images/s "
           f"-> {Path(f.workdir) / EVAL_FILE}")
 
 

@@ -27,6 +27,10 @@ flags.DEFINE_integer("batch_size", 256, "images per sampler call (rounded to a m
                      lower_bound=1)
 flags.DEFINE_integer("seed", 0, "sampling seed")
 flags.DEFINE_string("out", None, "output .npz (default: RUN/samples/<sampler>_<steps>.npz)")
+flags.DEFINE_integer("label", None, "class to sample from a class-conditional run (default: one row per class)",
+                     lower_bound=0)
+flags.DEFINE_float("guidance", 0.0, "classifier-free guidance weight w: eps = (1 + w) eps(y) - w eps(null)",
+                   lower_bound=0.0)
 flags.DEFINE_integer("trajectory", 0, "if > 0, also save a strip of x_t at this many timesteps",
                      lower_bound=0)
 
@@ -38,6 +42,7 @@ def main(argv):
         raise ValueError(f"--out must end in .npz, got {f.out}")
     cfg, graphdef, params, step = train.restore_ema(f.workdir)
     sampler = processes.sampler_for(cfg, f.sampler)
+    labels, ncols = generate.class_labels(cfg.model.num_classes, f.label, f.guidance, f.num)
     prior = processes.load_prior(cfg, f.workdir) if sampler == "ihdm" else None
     p = processes.make(cfg)
     calls = samplers.nfe(sampler, f.steps, p.num_timesteps)
@@ -48,11 +53,11 @@ def main(argv):
     result = generate.sample(graphdef, params, p, jax.random.PRNGKey(f.seed), f.num, shape, sampler=sampler,
                              steps=f.steps, eta=processes.sampling_eta(cfg, f.eta), batch_size=f.batch_size,
                              prediction=processes.prediction(cfg), num_frames=f.trajectory, progress=True,
-                             prior=prior, variance=f.variance)
+                             prior=prior, variance=f.variance, labels=labels, guidance=f.guidance)
     x, frames = result if f.trajectory else (result, None)
     seconds = time.perf_counter() - tic
     images.save_npz(out, data.to_uint8(x))
-    images.save_grid(out.with_suffix(".png"), x)
+    images.save_grid(out.with_suffix(".png"), x, ncols=ncols)
     if f.trajectory:
         rows = min(f.num, 8)  # [rows, frames] strip: noise on the left, the sample on the right
         strip = np.swapaxes(frames[:, :rows], 0, 1).reshape(-1, *shape)

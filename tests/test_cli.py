@@ -69,13 +69,13 @@ def test_sample_writes_npz_png_and_trajectory(trained, tmp_path, sampler):
 
 @pytest.fixture(scope="module")
 def heat_runs(tmp_path_factory):
-    """A 2-step run of each heat process (the settings of test_train's heat-process test, so the compiled step
-    is shared through the cache)."""
+    """A 2-step run of each heat process (tiny.py's settings, as in test_train: the compiled step is shared
+    through the cache)."""
     runs = {}
     for process in ("ihdm", "blurring"):
         runs[process] = tmp_path_factory.mktemp(process)
         run("experiments.train_ddpm", f"--config={TINY}:{process}", f"--workdir={runs[process]}", "--noprogress",
-            "--config.train.steps=2", "--config.train.batch_size=16", "--config.optim.lr=0.003")
+            "--config.train.steps=2")
     return runs
 
 
@@ -137,6 +137,8 @@ def test_compare_filters_with_ihdm_deblurring_and_restore_with_a_heat_run(heat_r
     (("experiments.compare_filters", "--num_val=0"), ("--num_val=0",)),
     (("experiments.compare_filters", "--samples=0"), ("--samples=0",)),
     (("experiments.bench", "--steps=0"), ("--steps=0",)),
+    (("experiments.sample", "--label=3"), ("class-conditional", "mnist_cond.py")),
+    (("experiments.evaluate", "--guidance=2"), ("class-conditional",)),
     (("experiments.evaluate", "--num=1"), ("--num=1",)),
     (("experiments.evaluate", "--sampler=euler"), ("euler",)),
     (("experiments.evaluate", "--sampler=ihdm"), ("gaussian run samples with", "ihdm")),

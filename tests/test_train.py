@@ -26,8 +26,7 @@ def _params(workdir, cfg):
 
 
 def test_training_lowers_the_loss(tiny_cfg, tmp_path):
-    tiny_cfg.train.update(steps=40, batch_size=16, sample_every=1000, ckpt_every=1000, log_every=10)
-    tiny_cfg.optim.lr = 3e-3
+    tiny_cfg.train.update(steps=40, sample_every=1000, ckpt_every=1000, log_every=10)
     mesh = parallel.make_mesh()
     graphdef, state0, _ = train.init_state(tiny_cfg, mesh)
     state = train.run(tiny_cfg, tmp_path, mesh=mesh, progress=False)
@@ -168,8 +167,7 @@ def test_mnist_sample_split_is_by_index_within_class():
 @pytest.mark.parametrize("process", ["ihdm", "blurring"])
 def test_heat_process_training_lowers_its_loss_and_resumes_exactly(tmp_path, process):
     cfg = tiny.get_config(process)
-    cfg.train.update(steps=30, batch_size=16, ckpt_every=15, sample_every=30, log_every=15)
-    cfg.optim.lr = 3e-3
+    cfg.train.update(steps=30, ckpt_every=15, sample_every=30, log_every=15)
     graphdef, state0, _ = train.init_state(cfg, parallel.make_mesh())
     a, b = _straight_and_resumed(cfg, tmp_path)
     jax.tree.map(np.testing.assert_array_equal, a, b)

@@ -16,7 +16,7 @@ def get_config(process: str = "gaussian"):
     c.data.dataset = "mnist_sample"
     c.model.update(ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(14,), groups=4)
     c.diffusion.num_timesteps = 20
-    c.optim.warmup_steps = 2
-    c.train.update(steps=4, batch_size=8, log_every=1, sample_every=2, ckpt_every=2, num_sample_images=8,
+    c.optim.update(warmup_steps=2, lr=3e-3)  # every test that trains shares these: one compiled step per process
+    c.train.update(steps=4, batch_size=16, log_every=1, sample_every=2, ckpt_every=2, num_sample_images=8,
                    sample_steps=5)
     return c
