@@ -36,13 +36,15 @@ DIFFUSIVITIES = {
 }
 
 
-def _flux_divergence(u, kappa, g):
-    """sum over the 4 neighbours of g(|d|^2) d, as differences of fluxes across pixel edges (zero flux
-    across the image border = Neumann boundary), so the mean intensity is conserved exactly."""
+def flux_divergence(u, coefficient):
+    """div(c grad u) on the 4-neighbour grid: sum over the neighbours of c_e d_e, d_e the difference across edge e
+    and c_e = coefficient(d, axis) its conductance ([B, H-1, W, C] for axis 1, [B, H, W-1, C] for axis 2). Built
+    as differences of fluxes across pixel edges, with zero flux across the image border (Neumann boundary), so
+    the mean intensity is conserved exactly."""
     out = jnp.zeros_like(u)
     for axis in (1, 2):
         d = jnp.diff(u, axis=axis)
-        flux = g(d * d, kappa) * d
+        flux = coefficient(d, axis) * d
         pad_lo = [(0, 0)] * 4
         pad_hi = [(0, 0)] * 4
         pad_lo[axis], pad_hi[axis] = (1, 0), (0, 1)
@@ -54,9 +56,10 @@ def _flux_divergence(u, kappa, g):
 def perona_malik(x, kappa, steps: int = 20, dt: float = 0.2, diffusivity: str = "exponential"):
     """Perona-Malik anisotropic diffusion u_t = div(g(|grad u|) grad u) (Perona & Malik 1990),
     explicit 4-neighbour scheme u <- u + dt sum_n g(|d_n|^2) d_n, stable for dt <= 0.25.
-    x: [B, H, W, C]; kappa: contrast parameter (edges with |grad u| >> kappa are kept)."""
+    x: [B, H, W, C]; kappa: contrast parameter (edges with |grad u| >> kappa are kept), a scalar or one per
+    image ([B, 1, 1, 1]), as is dt."""
     g = DIFFUSIVITIES[diffusivity]
-    return jax.lax.fori_loop(0, steps, lambda _, u: u + dt * _flux_divergence(u, kappa, g), x)
+    return jax.lax.fori_loop(0, steps, lambda _, u: u + dt * flux_divergence(u, lambda d, axis: g(d * d, kappa)), x)
 
 
 @partial(jax.jit, static_argnames=("iterations",))
