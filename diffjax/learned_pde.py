@@ -24,6 +24,7 @@ Training: Adam on the mean squared error of the restored training digits, by bac
 unrolled scheme, one model per degradation and level (`experiments.train_pde`).
 """
 
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -44,8 +45,8 @@ MODELS = ("lambda", "lambda_border", "p1", "p1_border")
 NEGATIVE = 0.5           # the P1 node values lie in [-NEGATIVE, 1]
 MAX_DT = 0.25            # explicit scheme, 4 neighbours
 LAMBDA_RANGE = (0.005, 5.0)  # lambda = lo (hi / lo)^sigmoid(z): bounded, so g and its gradients stay finite
-BORDER_THRESHOLD = 0.25
-FEATURES = 8             # hidden channels of the P1 model's convolution f(u) = u + conv(tanh(conv(u)))  # a clean pixel is a border pixel when its largest forward difference exceeds this
+BORDER_THRESHOLD = 0.25  # a clean pixel is a border pixel when its largest forward difference exceeds this
+FEATURES = 8             # hidden channels of the P1 model's convolution f(u) = u + conv(tanh(conv(u)))
 
 
 @dataclass(frozen=True)
@@ -360,6 +361,8 @@ def _fit(workdir: Path, cfg: Config, model, loss_fn, batches, val_fn, progress: 
     log = workdir / "metrics.jsonl"
     done = int(state["step"])
     lines = [ln for ln in log.read_text().splitlines() if json.loads(ln)["step"] <= done] if log.exists() else []
+    if done == 0:   # the start (for the learned filters: the classical filter tuned on one batch)
+        lines = [json.dumps({"step": 0, "val_psnr": val_fn(nnx.merge(graphdef, state["params"]))})]
     bar = tqdm(range(done, cfg.train_steps), desc=desc, disable=not progress, initial=done, total=cfg.train_steps)
     for i in bar:
         state, loss = step(state, batches(i))
@@ -406,16 +409,18 @@ def train_border(root, dataset: str = "mnist_sample", steps: int = 1500, seed: i
            (_validation(k, lv, val_x, jax.random.fold_in(key, 0), 50) for k, lv in tasks)]
 
     def accuracy(net):
-        return float(np.mean([np.mean((np.asarray(net(u0)) > 0.5) == np.asarray(lab)) for u0, lab in val]))
+        prob = functools.partial(_border_fn(nnx.graphdef(net)), nnx.state(net))
+        return float(np.mean([np.mean((np.asarray(prob(u0)) > 0.5) == np.asarray(lab)) for u0, lab in val]))
 
     graphdef, params = _fit(workdir, cfg, model, loss_fn, batches, accuracy, progress, "border classifier",
                             checkpoint_every=250)
     return Restorer(cfg, graphdef, params)
 
 
-def train(root, cfg: Config, progress: bool = True, border_steps: int = 1500) -> Restorer:
+def train(root, cfg: Config, progress: bool = True, border_steps: int = 1500, checkpoint_every: int = 100) -> Restorer:
     """Trains (or resumes) one learned restorer in run_dir(root, cfg); the border models first train (or load) the
-    shared border classifier of root/border. Returns the restorer."""
+    shared border classifier of root/border. Checkpoints (and validation) every `checkpoint_every` steps and at the
+    end. Returns the restorer."""
     cfg.check()
     workdir = run_dir(root, cfg)
     _write_config(workdir, cfg)
@@ -441,8 +446,8 @@ def train(root, cfg: Config, progress: bool = True, border_steps: int = 1500) ->
         r = Restorer(cfg, graphdef, params, border)
         return float(np.mean(metrics.psnr(r.restore(obs_val), x_val)))
 
-    graphdef, params = _fit(workdir, cfg, model, loss_fn, batches, val_psnr, progress,
-                            f"{run_dir('', cfg)}")
+    graphdef, params = _fit(workdir, cfg, model, loss_fn, batches, val_psnr, progress, f"{run_dir('', cfg)}",
+                            checkpoint_every)
     return Restorer(cfg, graphdef, params, border)
 
 

@@ -3,7 +3,9 @@
 Each method's parameters are tuned by grid search (best mean PSNR) on validation images from
 the train split, separately for each degradation and level, then scored on the test images.
 Writes into --workdir: results.json, table.md (best method per degradation), psnr_vs_level.png,
-ssim_vs_level.png, psnr_vs_edginess.png and examples/<degradation>_<level>.png.
+ssim_vs_level.png, psnr_vs_edginess.png and examples/<degradation>_<level>.png. `--diffusion RUN` adds the
+conditioned samplers of a trained diffusion model (versus.md); `--pde DIR` adds the trained learned-diffusion
+restorers of `experiments.train_pde` (learned.md: against tuned Perona-Malik and the best classical method).
 """
 
 import json
@@ -16,7 +18,7 @@ import numpy as np
 from absl import flags
 from tqdm.auto import tqdm
 
-from diffjax import classical, data, degrade, images, metrics, restore, tuning
+from diffjax import classical, data, degrade, images, learned_pde, metrics, restore, tuning
 from experiments import cli
 from experiments.diffusion_eval import model_eps_fn, run_method
 
@@ -32,6 +34,8 @@ flags.DEFINE_integer("seed", 0, "seed of the degradations")
 flags.DEFINE_string("diffusion", None, "a trained run directory: add its conditioned samplers (diffjax.restore)")
 flags.DEFINE_string("heat", None, "an IHDM run directory (configs/mnist_heat.py): add deblurring by inverse heat "
                     "dissipation")
+flags.DEFINE_string("pde", None, "a directory of learned diffusion runs (python -m experiments.train_pde): add "
+                    "every trained model as a row, e.g. learned_lambda, p1_n8")
 flags.DEFINE_integer("samples", 8, "posterior samples averaged into each diffusion method's posterior mean",
                      lower_bound=1)
 flags.DEFINE_list("diffusion_methods", ["ddnm"], "conditioned samplers to add with --diffusion, or 'all' (every one "
@@ -116,6 +120,34 @@ def evaluate_diffusion(kind, level, name, val, test, key, eps_fn, s, num_samples
     return rows, sample, obs_test
 
 
+def learned_runs(root) -> list[tuple[str, str, float, Path]]:
+    """(row name, degradation, level, run directory) of every trained learned-diffusion run under root."""
+    runs = []
+    for cfg_path in sorted(Path(root).glob("*/*/config.json")):
+        model_dir = cfg_path.parent.parent.name
+        if model_dir != "border":
+            cfg = json.loads(cfg_path.read_text())
+            runs.append((("learned_" if cfg["model"].startswith("lambda") else "") + model_dir, cfg["kind"],
+                         float(cfg["level"]), cfg_path.parent))
+    if not runs:
+        raise ValueError(f"--pde={root} holds no learned diffusion runs: train them with "
+                         f"python -m experiments.train_pde --workdir {root}")
+    return runs
+
+
+def evaluate_learned(kind, level, name, path, val, test, key):
+    """Scores a trained learned-diffusion restorer on the test observation (nothing to tune)."""
+    _, obs_test = _observe(kind, level, key, val, test)
+    restorer = learned_pde.load(path)
+    restorer.restore(obs_test)  # compiles outside the timing
+    tic = time.perf_counter()
+    x_hat = np.asarray(restorer.restore(obs_test))
+    seconds = (time.perf_counter() - tic) / len(test)
+    info = {"at_bound": [], "evaluations": 0, "seconds": 0.0}
+    return _row(kind, level, name, {"run": str(path)}, info, metrics.psnr(x_hat, test), metrics.ssim(x_hat, test),
+                seconds, learned=True), x_hat, obs_test
+
+
 def _fmt(r) -> str:
     return f"{r['psnr']:.2f} ± {r['psnr_se']:.2f} | {r['ssim']:.3f} ± {r['ssim_se']:.3f}"
 
@@ -144,12 +176,30 @@ def versus_table(results) -> str:
     rows = ["| degradation | level | best classical | PSNR (dB) | SSIM | best diffusion (NFE per sample) | PSNR (dB) | "
             "SSIM | PSNR margin (dB, paired) |", "|---|---|---|---|---|---|---|---|---|"]
     for kind, level, group in _by_level(results):
-        c = next((r for r in group if "nfe" not in r), None)
+        c = next((r for r in group if "nfe" not in r and not r.get("learned")), None)
         d = next((r for r in group if "nfe" in r), None)
         if c and d:
             margin = np.subtract(d["psnr_per_image"], c["psnr_per_image"])
             rows.append(f"| {kind} | {level} | {c['method']} | {_fmt(c)} | {d['method']} ({d['nfe']}) | {_fmt(d)} | "
                         f"{d['psnr'] - c['psnr']:+.2f} ± {_se(margin):.2f} |")
+    return "\n".join(rows) + "\n"
+
+
+def learned_table(results) -> str:
+    """Per degradation and level: the tuned classical Perona-Malik, the best learned diffusion and the best classical
+    method, with the learned row's PSNR margin over each (paired standard errors, the same test images)."""
+    rows = ["| degradation | level | Perona-Malik (tuned) | PSNR (dB) | SSIM | best learned | PSNR (dB) | SSIM | "
+            "margin over PM (dB) | best classical | PSNR (dB) | margin over it (dB) |", "|---" * 12 + "|"]
+    for kind, level, group in _by_level(results):
+        pm = next((r for r in group if r["method"].startswith("perona_malik")), None)
+        lr = next((r for r in group if r.get("learned")), None)
+        c = next((r for r in group if "nfe" not in r and not r.get("learned")), None)
+        if pm and lr:
+            margin = lambda o: np.subtract(lr["psnr_per_image"], o["psnr_per_image"])  # noqa: E731
+            rows.append(f"| {kind} | {level} | {pm['method']} | {_fmt(pm)} | {lr['method']} | {_fmt(lr)} | "
+                        f"{lr['psnr'] - pm['psnr']:+.2f} ± {_se(margin(pm)):.2f} | {c['method']} | "
+                        f"{c['psnr']:.2f} ± {c['psnr_se']:.2f} | "
+                        f"{lr['psnr'] - c['psnr']:+.2f} ± {_se(margin(c)):.2f} |")
     return "\n".join(rows) + "\n"
 
 
@@ -231,9 +281,17 @@ def main(argv):
             models.update({name: model for name in names})
     tasks += [(k, lv, name) for k in f.degradations for lv in degrade.DEFAULT_LEVELS[k]
               for name in models if k in restore.METHODS[name].applies_to]
+    if f.pde:
+        tasks += [(k, lv, run) for run in learned_runs(f.pde) for k in f.degradations
+                  for lv in degrade.DEFAULT_LEVELS[k] if (run[1], run[2]) == (k, float(lv))]
     results, examples = [], {}
     for kind, level, method in tqdm(tasks, desc="methods x degradations"):
-        if isinstance(method, str):
+        if isinstance(method, tuple):
+            r, x_hat, obs = evaluate_learned(kind, level, method[0], method[3], val, test,
+                                             task_key(f.seed, kind, level))
+            results.append(r)
+            label = method[0]
+        elif isinstance(method, str):
             rs, x_hat, obs = evaluate_diffusion(kind, level, method, val, test, task_key(f.seed, kind, level),
                                                 models[method].eps_fn, models[method].s, f.samples,
                                                 f.diffusion_steps)
@@ -256,6 +314,10 @@ def main(argv):
         versus = versus_table(results)
         images.write_text(workdir / "versus.md", versus)
         table += "\n" + versus
+    if f.pde:
+        learned = learned_table(results)
+        images.write_text(workdir / "learned.md", learned)
+        table += "\n" + learned
     plot_vs_level(results, "psnr", workdir / "psnr_vs_level.png")
     plot_vs_level(results, "ssim", workdir / "ssim_vs_level.png")
     plot_psnr_vs_edginess(results, np.asarray(metrics.edginess(test)), workdir / "psnr_vs_edginess.png")

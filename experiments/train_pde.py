@@ -75,7 +75,6 @@ def _figure(path, draw, nrows, ncols, size=(2.0, 2.0)):
     fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False,
                              layout="constrained")
     draw(fig, axes)
-
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

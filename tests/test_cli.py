@@ -334,3 +334,37 @@ def test_restore_folder_with_a_non_png_file_is_one_line(trained, tmp_path):
     (tmp_path / "imgs" / "digit.jpg").write_bytes(b"\xff\xd8\xff")
     p = run("experiments.restore", f"--workdir={trained}", f"--folder={tmp_path / 'imgs'}", expect_ok=False)
     assert_one_line_error(p, "digit.jpg", "not PNG")
+
+
+def test_train_pde_then_compare_filters_adds_the_learned_rows(tmp_path):
+    pde = tmp_path / "pde"
+    run("experiments.train_pde", "--degradation=salt_pepper", "--level=0.2", "--model=lambda,p1", "--cells=4",
+        "--steps=3", "--pde_steps=4", f"--workdir={pde}", "--noprogress")
+    for name in ("lambda", "p1_n4"):
+        log = (pde / name / "salt_pepper_0.2" / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(line)["step"] for line in log] == [0, 3]
+    out = tmp_path / "cmp"
+    run("experiments.compare_filters", "--num_images=4", "--num_val=2", "--degradations=salt_pepper",
+        "--methods=perona_malik_rational,median", f"--pde={pde}", f"--workdir={out}")
+    results = json.loads((out / "results.json").read_text())
+    learned = {r["method"] for r in results if r.get("learned")}
+    assert learned == {"learned_lambda", "p1_n4"}
+    assert all(r["level"] == 0.2 for r in results if r.get("learned"))   # trained at 0.2 only
+    table = (out / "learned.md").read_text()
+    assert "| salt_pepper | 0.2 | perona_malik_rational |" in table and "| salt_pepper | 0.1 |" not in table
+
+
+@pytest.mark.parametrize("args, needles", [
+    (("--degradation=downsample",), ("downsample", "does not restore")),
+    (("--model=lambda,tv",), ("tv",)),
+])
+def test_train_pde_bad_input(tmp_path, args, needles):
+    assert_one_line_error(run("experiments.train_pde", *args, f"--workdir={tmp_path / 'pde'}", expect_ok=False),
+                          *needles)
+    assert not (tmp_path / "pde").exists()
+
+
+def test_compare_filters_with_an_empty_pde_directory(tmp_path):
+    assert_one_line_error(run("experiments.compare_filters", f"--pde={tmp_path}", "--degradations=gaussian",
+                              f"--workdir={tmp_path / 'cmp'}", expect_ok=False), "no learned diffusion runs",
+                          "train_pde")
