@@ -341,9 +341,10 @@ def _write_config(workdir: Path, cfg: Config) -> None:
 
 
 def _fit(workdir: Path, cfg: Config, model, loss_fn, batches, val_fn, progress: bool, desc: str,
-         checkpoint_every: int = 100):
+         checkpoint_every: int = 100, val_key: str = "val_psnr"):
     """Adam (cosine decay) on loss_fn(model, batch), one jitted step per call, resumable from the newest intact
-    checkpoint of workdir (same seed, same numbers). Logs the validation PSNR to metrics.jsonl. Returns params."""
+    checkpoint of workdir (same seed, same numbers). Logs val_fn's value (under val_key) at the start and at every
+    checkpoint to metrics.jsonl. Returns (graphdef, params)."""
     graphdef, params = nnx.split(model)
     tx = optax.adam(optax.cosine_decay_schedule(cfg.lr, cfg.train_steps))
     state = {"params": params, "opt": tx.init(params), "step": jnp.asarray(0, jnp.int32)}
@@ -362,7 +363,7 @@ def _fit(workdir: Path, cfg: Config, model, loss_fn, batches, val_fn, progress: 
     done = int(state["step"])
     lines = [ln for ln in log.read_text().splitlines() if json.loads(ln)["step"] <= done] if log.exists() else []
     if done == 0:   # the start (for the learned filters: the classical filter tuned on one batch)
-        lines = [json.dumps({"step": 0, "val_psnr": val_fn(nnx.merge(graphdef, state["params"]))})]
+        lines = [json.dumps({"step": 0, val_key: val_fn(nnx.merge(graphdef, state["params"]))})]
     bar = tqdm(range(done, cfg.train_steps), desc=desc, disable=not progress, initial=done, total=cfg.train_steps)
     for i in bar:
         state, loss = step(state, batches(i))
@@ -370,10 +371,10 @@ def _fit(workdir: Path, cfg: Config, model, loss_fn, batches, val_fn, progress: 
             raise NonFiniteLossError(f"{desc}: non-finite loss at step {i + 1}; lower the learning rate (--lr)")
         if (i + 1) % checkpoint_every == 0 or i + 1 == cfg.train_steps:
             lines.append(json.dumps({"step": i + 1, "loss": float(loss),
-                                     "val_psnr": val_fn(nnx.merge(graphdef, state["params"]))}))
+                                     val_key: val_fn(nnx.merge(graphdef, state["params"]))}))
             images.write_text(log, "\n".join(lines) + "\n")
             checkpoint.save(mngr, i + 1, state)
-            bar.set_postfix(val_psnr=json.loads(lines[-1])["val_psnr"])
+            bar.set_postfix({val_key: json.loads(lines[-1])[val_key]})
     return graphdef, state["params"]
 
 
@@ -413,7 +414,7 @@ def train_border(root, dataset: str = "mnist_sample", steps: int = 1500, seed: i
         return float(np.mean([np.mean((np.asarray(prob(u0)) > 0.5) == np.asarray(lab)) for u0, lab in val]))
 
     graphdef, params = _fit(workdir, cfg, model, loss_fn, batches, accuracy, progress, "border classifier",
-                            checkpoint_every=250)
+                            checkpoint_every=250, val_key="val_accuracy")
     return Restorer(cfg, graphdef, params)
 
 

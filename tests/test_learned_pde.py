@@ -128,6 +128,8 @@ def test_border_model_trains_with_the_shared_classifier(tmp_path):
     cfg = _tiny("lambda_border", train_steps=4)
     r = learned_pde.train(tmp_path, cfg, progress=False, border_steps=6)
     assert (tmp_path / "border" / "checkpoints" / "6").is_dir()
+    border_log = [json.loads(line) for line in (tmp_path / "border" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in border_log] == [0, 6] and 0 < border_log[-1]["val_accuracy"] <= 1
     loaded = learned_pde.load(learned_pde.run_dir(tmp_path, cfg))
     x = _images(jax.random.PRNGKey(8), side=28)
     obs = degrade.degrade("inpaint_random", 0.5, jax.random.PRNGKey(9), x)
