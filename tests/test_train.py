@@ -150,12 +150,12 @@ def test_cifar10_config_trains_on_mock_tfds_data(tmp_path):
         assert int(state.step) == 1 and (tmp_path / "samples" / "step_0000001.png").exists()
         assert np.isfinite(json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])["loss"])
         # its samples are scored by FID, with Inception weights from a local file (random ones here)
-        from experiments import evaluate
+        from diffjax import evaluation
         from test_inception import _random_state_dict
         with pytest.raises(ValueError, match="--inception"):
-            evaluate.evaluate(tmp_path, steps=1, num=4, progress=False)
+            evaluation.evaluate(tmp_path, steps=1, num=4, progress=False)
         _random_state_dict(tmp_path / "inception.npz")
-        key, r = evaluate.evaluate(tmp_path, steps=1, num=4, batch_size=4, progress=False,
+        key, r = evaluation.evaluate(tmp_path, steps=1, num=4, batch_size=4, progress=False,
                                    inception_weights=tmp_path / "inception.npz")
     assert np.isfinite(r["fid"]) and r["fid"] > 0 and np.isfinite(r["fid_train_vs_test"])
     assert json.loads((tmp_path / "eval.json").read_text())[key]["fid"] == r["fid"]
