@@ -9,6 +9,7 @@ import math
 from diffjax import data, gaussian, processes, schedules
 
 DTYPES = ("float32", "bfloat16", "float16")
+LR_DECAYS = ("constant", "cosine")  # diffjax.train.learning_rate
 
 
 def _fail(field: str, value, allowed: str):
@@ -108,6 +109,8 @@ def check(cfg, num_devices: int = 1) -> None:
     _real(cfg, "optim.b2", 0.0, 1.0, hi_open=True)
     _real(cfg, "optim.weight_decay", 0.0, inf, hi_open=True)
     _real(cfg, "optim.ema_decay", 0.0, 1.0, hi_open=True)
+    if "decay" in cfg.optim:  # absent in run directories written before it existed: constant
+        _name(cfg, "optim.decay", LR_DECAYS)
 
     _int(cfg, "train.steps", 1)
     batch = _int(cfg, "train.batch_size", 1)

@@ -46,11 +46,21 @@ def make_model(cfg, key) -> UNet:
                      groups=m.groups, num_classes=m.num_classes, dtype=jnp.dtype(m.dtype))
 
 
+def learning_rate(cfg) -> optax.Schedule:
+    """Linear warm-up to `optim.lr`, then constant (Ho et al. 2020, App. B) or, with `optim.decay = "cosine"`,
+    lr_k = lr (1 + cos(pi (k - w) / (K - w))) / 2 down to 0 at the last step K (Loshchilov & Hutter 2017).
+    Run directories written before `optim.decay` existed are constant."""
+    o, warmup = cfg.optim, max(cfg.optim.warmup_steps, 1)
+    if o.get("decay", "constant") == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, o.lr, warmup, max(cfg.train.steps, warmup + 1), 0.0)
+    return optax.join_schedules([optax.linear_schedule(0.0, o.lr, warmup), optax.constant_schedule(o.lr)],
+                                [warmup])
+
+
 def make_optimizer(cfg) -> optax.GradientTransformation:
-    """Gradient clipping, then AdamW with linear warm-up to a constant rate (Ho et al. 2020, App. B)."""
+    """Gradient clipping, then AdamW at the rate of `learning_rate(cfg)`."""
     o = cfg.optim
-    lr = optax.join_schedules([optax.linear_schedule(0.0, o.lr, max(o.warmup_steps, 1)),
-                               optax.constant_schedule(o.lr)], [max(o.warmup_steps, 1)])
+    lr = learning_rate(cfg)
     return optax.chain(optax.clip_by_global_norm(o.grad_clip),
                        optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay))
 

@@ -19,6 +19,7 @@ BAD = [
     ("optim.lr", 0.0, "must be a number in (0.0, inf)"),
     ("optim.lr", float("nan"), "must be a number in (0.0, inf)"),
     ("optim.ema_decay", 1.0, "must be a number in [0.0, 1.0)"),
+    ("optim.decay", "linear", "must be one of ('constant', 'cosine')"),
     ("train.p_uncond", 1.5, "must be a number in [0.0, 1.0]"),
     ("diffusion.schedule", "quadratic", "must be one of ('linear', 'cosine')"),
     ("diffusion.prediction", "score", "must be one of ('eps', 'x0', 'v')"),

@@ -56,6 +56,24 @@ def test_resumed_run_equals_uninterrupted_run(tiny_cfg, tmp_path):
     assert steps == [1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("decay", ["cosine", "constant", None])
+def test_learning_rate_is_the_closed_form(tiny_cfg, decay):
+    """Linear warm-up, then cosine to 0 at the last step or constant (also when the field is absent, as in run
+    directories written before it existed)."""
+    tiny_cfg.optim.update(lr=2e-3, warmup_steps=10)
+    tiny_cfg.train.steps = 110
+    with tiny_cfg.unlocked():
+        if decay is None:
+            del tiny_cfg.optim["decay"]
+        else:
+            tiny_cfg.optim.decay = decay
+    k = np.arange(111)
+    after = 2e-3 * (1 + np.cos(np.pi * (k - 10) / 100)) / 2 if decay == "cosine" else np.full(k.shape, 2e-3)
+    lr = train.learning_rate(tiny_cfg)
+    np.testing.assert_allclose([float(lr(i)) for i in k], np.where(k < 10, 2e-3 * k / 10, after), rtol=1e-5,
+                               atol=1e-9)
+
+
 def test_eight_devices_step_equals_one_device_step(tiny_cfg, devices):
     tiny_cfg.model.dropout = 0.0
     ds = data.mnist_sample("test")
