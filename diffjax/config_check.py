@@ -95,6 +95,10 @@ def check(cfg, num_devices: int = 1) -> None:
         _name(cfg, "diffusion.schedule", schedules.SCHEDULES)
         steps_t = _int(cfg, "diffusion.num_timesteps", 2)
         _name(cfg, "diffusion.prediction", ("eps",) if process == "blurring" else gaussian.PREDICTIONS)
+        if "min_snr_gamma" in cfg.diffusion:  # absent in run directories written before it existed: 0 (off)
+            gamma = _real(cfg, "diffusion.min_snr_gamma", 0.0, inf, hi_open=True)
+            if gamma and process != "gaussian":
+                _fail("diffusion.min_snr_gamma", gamma, "must be 0: only the gaussian process weights its loss")
         if _get(cfg, "diffusion.schedule") == "linear":
             start = _real(cfg, "diffusion.beta_start", 0.0, 1.0, lo_open=True, hi_open=True)
             _real(cfg, "diffusion.beta_end", start, 1.0, hi_open=True)

@@ -121,15 +121,31 @@ def target(s: Schedule, prediction: str, x0, t, eps):
     raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
 
 
-def simple_loss(s: Schedule, model_fn, x0, key, prediction: str = "eps") -> jnp.ndarray:
-    """L_simple = E_{t, eps} ||target - model(x_t, t)||^2 (Ho et al. 2020, Eq. 14), mean over all.
+def min_snr_weight(s: Schedule, prediction: str, t, gamma: float) -> jnp.ndarray:
+    """Min-SNR-gamma loss weight (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting
+    Strategy", Eq. 8 and Sec. 3.4): the x0-space weight min(SNR_t, gamma), SNR_t = alpha_bar_t / (1 - alpha_bar_t),
+    expressed for the regression target: / SNR_t for eps, / (SNR_t + 1) for v, as is for x0."""
+    ab = s.alphas_cumprod[t]
+    snr = ab / (1.0 - ab)
+    clipped = jnp.minimum(snr, gamma)
+    return {"eps": clipped / snr, "v": clipped / (snr + 1.0), "x0": clipped}[prediction]
+
+
+def simple_loss(s: Schedule, model_fn, x0, key, prediction: str = "eps", min_snr_gamma: float = 0.0) -> jnp.ndarray:
+    """L_simple = E_{t, eps} w_t ||target - model(x_t, t)||^2 (Ho et al. 2020, Eq. 14: w_t = 1), mean over all;
+    with min_snr_gamma > 0, w_t = `min_snr_weight`.
 
     Args:
       model_fn: (x_t [B, H, W, C], t [B] int32) -> [B, H, W, C].
       x0: [B, H, W, C] float32 in [-1, 1].
     """
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
     t_key, eps_key = jax.random.split(key)
     t = jax.random.randint(t_key, (x0.shape[0],), 0, s.num_timesteps)
     eps = jax.random.normal(eps_key, x0.shape, x0.dtype)
     x_t = q_sample(s, x0, t, eps)
-    return jnp.mean((model_fn(x_t, t) - target(s, prediction, x0, t, eps)) ** 2)
+    err2 = (model_fn(x_t, t) - target(s, prediction, x0, t, eps)) ** 2
+    if min_snr_gamma == 0:
+        return jnp.mean(err2)
+    return jnp.mean(min_snr_weight(s, prediction, t, min_snr_gamma) * jnp.mean(err2, axis=tuple(range(1, x0.ndim))))

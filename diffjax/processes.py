@@ -47,7 +47,8 @@ def loss(cfg, p, model_fn, x0, key):
         return heat.ihdm_loss(p, model_fn, x0, key)
     if kind == "blurring":
         return heat.blurring_loss(p, model_fn, x0, key)
-    return gaussian.simple_loss(p, model_fn, x0, key, cfg.diffusion.prediction)
+    return gaussian.simple_loss(p, model_fn, x0, key, cfg.diffusion.prediction,
+                                cfg.diffusion.get("min_snr_gamma", 0.0))
 
 
 def sampler_for(cfg, sampler: str | None = None) -> str:

@@ -23,6 +23,7 @@ BAD = [
     ("train.p_uncond", 1.5, "must be a number in [0.0, 1.0]"),
     ("diffusion.schedule", "quadratic", "must be one of ('linear', 'cosine')"),
     ("diffusion.prediction", "score", "must be one of ('eps', 'x0', 'v')"),
+    ("diffusion.min_snr_gamma", -1.0, "must be a number in [0.0, inf)"),
     ("diffusion.beta_end", 1e-5, "must be a number in [0.0001, 1.0)"),
     ("data.dataset", "imagenet", "must be one of"),
     ("data.image_size", 27, "must be divisible by 2^1 = 2"),
@@ -59,3 +60,11 @@ def test_missing_field_says_where_to_start(tiny_cfg):
     with pytest.raises(ValueError, match="config.optim.lr is missing"):
         config_check.check(tiny_cfg)
 
+
+
+def test_min_snr_weighting_is_refused_for_the_blurring_process():
+    cfg = importlib.import_module("experiments.configs.mnist_blur").get_config()
+    config_check.check(cfg)
+    cfg.diffusion.min_snr_gamma = 5.0
+    with pytest.raises(ValueError, match=r"^config.diffusion.min_snr_gamma = 5.0: must be 0: only the gaussian"):
+        config_check.check(cfg)

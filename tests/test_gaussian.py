@@ -56,6 +56,37 @@ def test_prediction_conversions_round_trip():
         np.testing.assert_allclose(gaussian.eps_from_prediction(S, kind, x_t, t, target), eps, atol=2e-3)
 
 
+@pytest.mark.parametrize("kind", gaussian.PREDICTIONS)
+def test_min_snr_weights_are_min_snr_gamma_in_x0_space(kind):
+    """Hang et al. 2023: for every target, weight x ||target error||^2 = min(SNR, gamma) ||x0 error||^2, with
+    the x0 error of the prediction converted back by the project's own converters; SNR from the betas in float64."""
+    gamma = 5.0
+    x0, eps, t = _x0_xt_t(jax.random.PRNGKey(7), b=64)
+    x_t = gaussian.q_sample(S, x0, t, eps)
+    out = gaussian.target(S, kind, x0, t, eps) + 0.1 * jax.random.normal(jax.random.PRNGKey(8), x0.shape)
+    err_target = np.sum((np.asarray(out) - np.asarray(gaussian.target(S, kind, x0, t, eps))) ** 2, axis=(1, 2, 3))
+    x0_hat = gaussian.predict_x0_from_eps(S, x_t, t, gaussian.eps_from_prediction(S, kind, x_t, t, out))
+    err_x0 = np.sum((np.asarray(x0_hat) - np.asarray(x0)) ** 2, axis=(1, 2, 3))
+    ab = np.cumprod(1 - np.linspace(1e-3, 0.2, 100))[np.asarray(t)]
+    snr = ab / (1 - ab)
+    w = np.asarray(gaussian.min_snr_weight(S, kind, t, gamma))
+    np.testing.assert_allclose(w * err_target, np.minimum(snr, gamma) * err_x0, rtol=2e-3)
+    assert (snr > gamma).any() and (snr < gamma).any()
+
+
+def test_min_snr_loss_of_a_constant_error_is_the_mean_weight():
+    """A model off by c everywhere: loss = c^2 E_t w_t, E_t over the uniform t (4,096 draws)."""
+    x0 = jax.random.uniform(jax.random.PRNGKey(3), (4096, 2, 2, 1), minval=-1, maxval=1)
+    key = jax.random.PRNGKey(5)
+    eps = jax.random.normal(jax.random.split(key)[1], x0.shape)
+    off = lambda x_t, tt: eps + 0.5  # noqa: E731  (the loss draws eps from `key` so)
+    ab = np.cumprod(1 - np.linspace(1e-3, 0.2, 100))
+    w = np.minimum(ab / (1 - ab), 2.0) / (ab / (1 - ab))
+    loss = float(gaussian.simple_loss(S, off, x0, key, "eps", min_snr_gamma=2.0))
+    assert abs(loss - 0.25 * w.mean()) < 4 * 0.25 * w.std() / np.sqrt(4096)
+    assert abs(float(gaussian.simple_loss(S, off, x0, key, "eps")) - 0.25) < 1e-5
+
+
 def test_simple_loss_is_zero_for_the_oracle_and_one_for_zero_prediction():
     x0 = jax.random.uniform(jax.random.PRNGKey(3), (64, 8, 8, 1), minval=-1, maxval=1)
     key = jax.random.PRNGKey(4)

@@ -11,7 +11,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = dict(ch=16, ch_mult=(1, 2, 4), num_res_blocks=1, attn_resolutions=(7,), attn_middle=True,
                    dropout=0.1, groups=8, num_classes=0, dtype="float32")
     # process "gaussian" (the default when unset); the heat processes: mnist_heat.py, mnist_blur.py
-    c.diffusion = dict(schedule="linear", num_timesteps=1000, beta_start=1e-4, beta_end=0.02, prediction="eps")
+    c.diffusion = dict(schedule="linear", num_timesteps=1000, beta_start=1e-4, beta_end=0.02, prediction="eps",
+                       min_snr_gamma=0.0)  # > 0: min-SNR-gamma loss weights (Hang et al. 2023)
     c.optim = dict(lr=1e-3, warmup_steps=200, decay="constant", grad_clip=1.0, b1=0.9, b2=0.999,
                    weight_decay=0.0, ema_decay=0.995)
     # Grids use stochastic DDIM (eta=1, 250 steps): for a model trained this briefly it gives clean
