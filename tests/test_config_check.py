@@ -1,11 +1,19 @@
 import importlib
+import pkgutil
 
 import pytest
 
+import experiments.configs
 from diffjax import config_check, train
 
+SHIPPED = sorted(m.name for m in pkgutil.iter_modules(experiments.configs.__path__))
 
-@pytest.mark.parametrize("name", ["mnist", "tiny", "cifar10", "reference"])
+
+def test_every_shipped_config_is_listed():
+    assert {"mnist", "tiny", "mnist_cond", "mnist_heat", "mnist_blur", "cifar10", "cifar10_heat"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_pass_on_one_and_eight_devices(name):
     cfg = importlib.import_module(f"experiments.configs.{name}").get_config()
     config_check.check(cfg, 1)

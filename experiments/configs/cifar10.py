@@ -4,7 +4,7 @@ from experiments.configs import mnist
 
 
 def get_config():
-    c = mnist.get_config()
+    c = mnist.first_recipe(mnist.get_config())
     c.name = "cifar10"
     c.data.update(dataset="cifar10", image_size=32, channels=3, random_flip=True)
     c.model.update(ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1, groups=32)

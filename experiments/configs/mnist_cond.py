@@ -6,7 +6,7 @@ from experiments.configs import mnist
 
 
 def get_config():
-    c = mnist.get_config()
+    c = mnist.first_recipe(mnist.get_config())
     c.name = "mnist_cond"
     c.model.num_classes = 10
     c.train.p_uncond = 0.1

@@ -9,7 +9,7 @@ from experiments.configs import mnist
 
 
 def get_config():
-    c = mnist.get_config()
+    c = mnist.first_recipe(mnist.get_config())
     c.name = "mnist_heat"
     c.diffusion = dict(process="ihdm", num_timesteps=100, blur_sigma_min=0.5, blur_sigma_max=20.0,
                        train_noise=0.02, sample_noise=0.02)

@@ -8,7 +8,7 @@ from experiments.configs import mnist
 
 
 def get_config():
-    c = mnist.get_config()
+    c = mnist.first_recipe(mnist.get_config())
     c.name = "reference"
     c.data.dataset = "mnist_sample"
     c.model.update(ch=64, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(7,), attn_middle=True,

@@ -11,7 +11,7 @@ BASES = {"gaussian": mnist, "ihdm": mnist_heat, "blurring": mnist_blur}
 def get_config(process: str = "gaussian"):
     if process not in BASES:
         raise ValueError(f"tiny.py:{process}: choose a process from {sorted(BASES)}")
-    c = BASES[process].get_config()
+    c = mnist.first_recipe(BASES[process].get_config())
     c.name = "tiny" if process == "gaussian" else f"tiny_{process}"
     c.data.dataset = "mnist_sample"
     c.model.update(ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(14,), groups=4)
