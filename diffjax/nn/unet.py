@@ -98,9 +98,17 @@ def init_unet(key, **kwargs) -> UNet:
     compiled without XLA's backend optimisations, which only slow down compiling a run-once program
     (17 s -> 5 s for the tiny test UNet on 2 CPU cores).
     """
-    build = lambda k: UNet(**kwargs, rngs=nnx.Rngs(params=k))  # noqa: E731
-    abstract = nnx.eval_shape(build, jax.random.PRNGKey(0))
+    graphdef = []
+
+    def init(k):
+        g, state = nnx.split(UNet(**kwargs, rngs=nnx.Rngs(params=k)))
+        graphdef.append(g)
+        return state
+
+    # Traced once: its shapes are the abstract UNet, its compiled program the initialised one (each trace costs
+    # seconds: flax's RNG counter updates build JAX's error text for every initialiser).
+    traced = jax.jit(init, compiler_options={"xla_backend_optimization_level": 0}).trace(
+        jax.random.PRNGKey(0) if key is None else key)
     if key is None:
-        return abstract
-    params = jax.jit(lambda k: nnx.state(build(k)), compiler_options={"xla_backend_optimization_level": 0})(key)
-    return nnx.merge(nnx.graphdef(abstract), params)
+        return nnx.merge(graphdef[0], traced.out_info)
+    return nnx.merge(graphdef[0], traced.lower().compile()(key))
