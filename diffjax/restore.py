@@ -15,7 +15,8 @@ Methods (`METHODS`, each with the degradation kinds it restores and its tuning g
     in the operator's singular basis, with the noise-aware lam_t and the reduced fresh noise of DDNM+:
     mask (identity basis), block-average downsampling (block DCT: the DC term has singular value 1/f),
     the reflect-boundary Gaussian blur (diagonal in the DCT-II basis). Salt & pepper: impulses are
-    detected (0 or 1 and far from the 3x3 median) and inpainted.
+    detected (0 or 1 and far from the 3x3 median) and inpainted. The assumed noise std is tuned by a factor
+    (`noise_scale`, see `_ddnm`): y's one noise draw is pulled in again at every step.
   dps: Diffusion posterior sampling (Chung et al. 2023), in score form:
     eps' = eps + sqrt(1 - alpha_bar_t) zeta grad_{x_t} ||r(y, A x0_hat(x_t))||, with a Gaussian
     residual r = y - A x0 or the Gaussian approximation of the Poisson likelihood r = (k - lam)/sqrt(k).
@@ -182,12 +183,17 @@ def decompose(obs: Observation, shape) -> spectral.Decomposition:
     return spectral.decompose(kind, obs.level, _to_model(obs.y), shape, mask)
 
 
-def _ddnm(eps_fn, s, key, obs, shape, steps: int = 50, eta: float = 0.85, floor: float = 0.1):
+def _ddnm(eps_fn, s, key, obs, shape, steps: int = 50, eta: float = 0.85, floor: float = 0.1,
+          noise_scale: float = 1.0):
+    """`noise_scale` k multiplies the observation noise std sigma_y that DDNM+ assumes. DDNM+ treats the noise
+    its range-space step pulls in from y as fresh at every step, but y's noise is one fixed draw, so it adds up
+    coherently along the chain; k > 1 lowers every lam_t and undoes that. Deblurring at std 1 (noise 0.01),
+    200 test digits, mean of 8: k = 1 30.73 dB, k = 2 31.74, k = 4 30.00 (TV deconvolution 31.16)."""
     dec = decompose(obs, shape)
     if obs.kind == "poisson":
-        model, param = "poisson", float(obs.level)
+        model, param = "poisson", float(obs.level) / noise_scale**2   # sigma_y = 2 sqrt(x / peak) scaled by k
     else:
-        param = 2.0 * noise_sigma(obs)
+        param = 2.0 * noise_sigma(obs) * noise_scale
         model = "gaussian" if param > 0 else "none"
     cond = jax.tree_util.Partial(_ddnm_condition(dec.basis, model), jnp.float32(param), jnp.float32(floor),
                                  dec.y_hat, dec.sv)
@@ -231,11 +237,20 @@ DDNM_KINDS = ("inpaint_box", "inpaint_random", "downsample", "blur", "salt_peppe
 METHODS: dict[str, Method] = {m.name: m for m in [
     Method("denoise", ("gaussian",), {}, _denoise),
     Method("repaint", ("inpaint_box", "inpaint_random"), {}, _repaint),
-    Method("ddnm", DDNM_KINDS, {"eta": scales(0.5, 0.85, 1.0, lo=0.05, hi=1.0)}, _ddnm),
+    Method("ddnm", DDNM_KINDS, {"eta": scales(0.5, 0.85, 1.0, lo=0.05, hi=1.0),
+                                "noise_scale": scales(1.0, 2.0, 4.0, lo=0.5, hi=16.0)}, _ddnm),
     Method("dps", ("gaussian", "poisson", "blur", "downsample", "inpaint_box", "inpaint_random"),
            {"zeta": scales(0.3, 1.0, 3.0, lo=0.01, hi=100.0)}, _dps),
     Method("ihdm", ("blur",), {"delta": scales(0.005, 0.01, 0.02, lo=1e-4, hi=0.2)}, _ihdm, "ihdm"),
 ]}
+
+
+def tuning_grid(name: str, obs: Observation) -> dict:
+    """The method's grid for this observation: without observation noise `noise_scale` changes nothing."""
+    grid = dict(get(name).grid)
+    if obs.kind != "poisson" and noise_sigma(obs) == 0:
+        grid.pop("noise_scale", None)
+    return grid
 
 
 def get(name: str) -> Method:

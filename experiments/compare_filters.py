@@ -111,7 +111,7 @@ def evaluate_diffusion(kind, level, name, val, test, key, eps_fn, s, num_samples
     score = lambda p: float(np.mean(metrics.psnr(  # noqa: E731
         restore.restore(name, eps_fn, s, jax.random.fold_in(k_val, 7), obs_val, image_shape=val.shape, **fixed,
                         **p), val)))
-    best, info = _tune(score, restore.get(name).grid)
+    best, info = _tune(score, restore.tuning_grid(name, obs_val))
     rec, sample, _, _ = run_method(name, eps_fn, s, jax.random.fold_in(k_test, 7), obs_test, test, num_samples,
                                    **fixed, **best)
     rows = [_row(kind, level, label, {**best, **fixed}, info, rec[tag]["psnr_per_image"],

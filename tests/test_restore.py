@@ -200,6 +200,19 @@ def test_posterior_mean_averages_samples_and_reports_their_spread():
     assert float(np.asarray(std)[..., 0][hidden].mean()) > 0.05 and float(np.asarray(std)[..., 0][~hidden].max()) < 1e-3
 
 
+def test_ddnm_noise_scale_is_the_assumed_noise_std_times_k_and_tuned_only_for_noisy_observations():
+    x = _clean(jax.random.PRNGKey(22), b=2)
+    obs = degrade.degrade("gaussian", 0.1, jax.random.PRNGKey(23), x)
+    run = lambda o, **kw: np.asarray(restore.restore("ddnm", exact_eps, S, jax.random.PRNGKey(24), o, steps=10, **kw))  # noqa
+    np.testing.assert_array_equal(run(obs, noise_scale=2.0), run(obs._replace(level=0.2)))
+    pois = degrade.degrade("poisson", 10, jax.random.PRNGKey(25), x)   # sigma_y = 2 sqrt(x / peak): k = 2 is peak / 4
+    np.testing.assert_allclose(run(pois, noise_scale=2.0), run(pois._replace(level=2.5)), atol=1e-6)
+    assert not np.allclose(run(obs, noise_scale=2.0), run(obs))
+    assert "noise_scale" in restore.tuning_grid("ddnm", obs) and "noise_scale" in restore.tuning_grid("ddnm", pois)
+    box = degrade.degrade("inpaint_box", 4, jax.random.PRNGKey(26), x)
+    assert set(restore.tuning_grid("ddnm", box)) == {"eta"}
+
+
 def test_bad_input_is_one_clear_error():
     x = _clean(jax.random.PRNGKey(20))
     obs = degrade.degrade("blur", 1.0, jax.random.PRNGKey(21), x)
