@@ -15,7 +15,7 @@ Methods (`METHODS`, each with the degradation kinds it restores and its tuning g
     in the operator's singular basis, with the noise-aware lam_t and the reduced fresh noise of DDNM+:
     mask (identity basis), block-average downsampling (block DCT: the DC term has singular value 1/f),
     the reflect-boundary Gaussian blur (diagonal in the DCT-II basis). Salt & pepper: impulses are
-    detected (0 or 1 and far from the 3x3 median) and inpainted. The assumed noise std is tuned by a factor
+    detected (0 or 1 and far from the 5x5 median) and inpainted. The assumed noise std is tuned by a factor
     (`noise_scale`, see `_ddnm`): y's one noise draw is pulled in again at every step.
   dps: Diffusion posterior sampling (Chung et al. 2023), in score form:
     eps' = eps + sqrt(1 - alpha_bar_t) zeta grad_{x_t} ||r(y, A x0_hat(x_t))||, with a Gaussian
@@ -49,6 +49,11 @@ def _to_image(x):
 def noise_sigma(obs: Observation) -> float:
     """The std of the additive Gaussian noise of an observation, in [0, 1] units."""
     return {"gaussian": float(obs.level), "blur": degrade.BLUR_NOISE_SIGMA}.get(obs.kind, 0.0)
+
+
+def is_noisy(obs: Observation) -> bool:
+    """Whether y carries random noise (Gaussian or Poisson), rather than only a deterministic operator."""
+    return obs.kind == "poisson" or noise_sigma(obs) > 0
 
 
 # --- DDNM+ --------------------------------------------------------------------------------------------
@@ -194,7 +199,7 @@ def _ddnm(eps_fn, s, key, obs, shape, steps: int = 50, eta: float = 0.85, floor:
         model, param = "poisson", float(obs.level) / noise_scale**2   # sigma_y = 2 sqrt(x / peak) scaled by k
     else:
         param = 2.0 * noise_sigma(obs) * noise_scale
-        model = "gaussian" if param > 0 else "none"
+        model = "gaussian" if is_noisy(obs) else "none"
     cond = jax.tree_util.Partial(_ddnm_condition(dec.basis, model), jnp.float32(param), jnp.float32(floor),
                                  dec.y_hat, dec.sv)
     steps = min(steps, s.num_timesteps)
@@ -248,7 +253,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
 def tuning_grid(name: str, obs: Observation) -> dict:
     """The method's grid for this observation: without observation noise `noise_scale` changes nothing."""
     grid = dict(get(name).grid)
-    if obs.kind != "poisson" and noise_sigma(obs) == 0:
+    if not is_noisy(obs):
         grid.pop("noise_scale", None)
     return grid
 
