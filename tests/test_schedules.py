@@ -33,3 +33,12 @@ def test_invalid_betas_rejected(bad):
 def test_unknown_schedule_names_the_choices():
     with pytest.raises(ValueError, match="cosine"):
         schedules.get("quadratic", 10)
+
+
+def test_reference_run_schedule_is_the_ddpm_linear_one():
+    """train.make_schedule(cfg) is the run's schedule; the reference network's is Ho et al.'s linear 1e-4..0.02."""
+    from diffjax import train
+    from experiments.configs import reference
+
+    s = train.make_schedule(reference.get_config())
+    np.testing.assert_allclose(s.betas, np.linspace(1e-4, 0.02, 1000), rtol=1e-6)
