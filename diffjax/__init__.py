@@ -1,5 +1,5 @@
 """diffjax: diffusion models in JAX — training, sampling, restoration, classical baselines."""
 
-from diffjax import cpu_flags as _cpu_flags
+from diffjax import cpu_defaults as _cpu_defaults
 
-_cpu_flags.apply_defaults()
+_cpu_defaults.apply_defaults()

@@ -1,10 +1,11 @@
 """Throughput benchmark: python -m experiments.bench [--config reference] [--out bench.json].
 
-For the named config it measures, in one run per XLA setting (a subprocess each, since XLA
-reads its flags once): the jitted train step (images/s, XLA's FLOP count, GFLOP/s), DDIM
-sampling (images/s), this machine's f32 matmul peak and the step's fraction of it, and jitted
-Perona-Malik diffusion (1000 MNIST-sized images x 50 steps, images/s).
-Settings: the project's CPU default (YNNPACK off for single convolutions) and XLA's own.
+For the named config it measures, in one run per CPU setting (a subprocess each, since XLA
+and glibc read their settings once): the jitted train step (images/s, XLA's FLOP count,
+GFLOP/s), DDIM sampling (images/s), this machine's f32 matmul peak and the step's fraction of
+it, and jitted Perona-Malik diffusion (1000 MNIST-sized images x 50 steps, images/s).
+Settings (`diffjax.cpu_defaults`): the project's defaults (YNNPACK off for single convolutions,
+malloc reusing freed buffers), the same with glibc's default malloc, and XLA's and glibc's own.
 """
 
 import json
@@ -25,9 +26,11 @@ flags.DEFINE_integer("sample_steps", 50, "DDIM steps", lower_bound=1)
 flags.DEFINE_string("out", "checkpoints/bench/bench.json", "where to write the numbers")
 flags.DEFINE_bool("worker", False, "internal: measure in this process and print JSON")
 
-SETTINGS = {
-    "project default": "",
-    "XLA default": "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution",
+SETTINGS = {  # name: (XLA flags appended, environment)
+    "project default": ("", {}),
+    "glibc malloc": ("", {"DIFFJAX_TUNE_MALLOC": "0"}),
+    "XLA and glibc default": ("--xla_cpu_experimental_ynn_fusion_type=+individual_convolution",
+                              {"DIFFJAX_TUNE_MALLOC": "0"}),
 }
 
 
@@ -103,13 +106,16 @@ def perona_malik_images_per_s(num: int = 1000, steps: int = 50) -> float:
 def _worker(f) -> None:
     import importlib
 
+    from diffjax import cpu_defaults
+
     cfg = importlib.import_module(f"experiments.configs.{f.config}").get_config()
     if f.batch_size:
         cfg.train.batch_size = f.batch_size
     peak = matmul_peak_gflops()
     result = measure(cfg, f.steps, f.sample_batch, f.sample_steps)
     result.update(matmul_peak_gflops=peak, fraction_of_peak=result["achieved_gflops"] / peak,
-                  perona_malik_images_per_s=perona_malik_images_per_s(), xla_flags=os.environ.get("XLA_FLAGS", ""))
+                  perona_malik_images_per_s=perona_malik_images_per_s(), xla_flags=os.environ.get("XLA_FLAGS", ""),
+                  malloc_tuned=cpu_defaults.tune_malloc())
     print("BENCH " + json.dumps(result))
 
 
@@ -130,8 +136,8 @@ def main(argv):
     if f.worker:
         return _worker(f)
     results = {}
-    for name, xla_flags in SETTINGS.items():
-        env = dict(os.environ, XLA_FLAGS=" ".join([os.environ.get("XLA_FLAGS", ""), xla_flags]).strip())
+    for name, (xla_flags, extra_env) in SETTINGS.items():
+        env = dict(os.environ, XLA_FLAGS=" ".join([os.environ.get("XLA_FLAGS", ""), xla_flags]).strip(), **extra_env)
         args = [a for a in sys.argv[1:] if not a.startswith("--out")] + ["--worker"]
         p = subprocess.run([sys.executable, "-m", "experiments.bench", *args], env=env, capture_output=True,
                            text=True)

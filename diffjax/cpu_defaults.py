@@ -1,0 +1,53 @@
+"""Project-wide CPU defaults, applied when diffjax is imported, before JAX initialises its backend.
+
+XLA flags: this jaxlib routes every convolution through YNNPACK, which is slow on the CPUs we
+measured; excluding single convolutions from YNN fusion roughly doubles the UNet train step (see
+`python -m experiments.bench`). A flag the user already set in `XLA_FLAGS` always wins.
+
+Allocator: XLA:CPU mallocs each run's temporary buffers (3.2 GB for the reference train step) and
+frees them when the run ends. glibc serves blocks this large from fresh mmap'd pages (a thread's
+own arena maps any block over 64 MB, whatever M_MMAP_MAX says), so every step faults all of them in
+again: 850,000 page faults per reference step, and an elementwise fusion over fresh pages runs 4x
+slower than over reused ones. One arena, no mmap and no trimming (mallopt M_ARENA_MAX = 1,
+M_MMAP_MAX = 0, M_TRIM_THRESHOLD = -1) keep the freed buffers for the next step: no page faults
+after the first. The price: the process keeps its peak heap until it exits. It reaches only
+threads that have not allocated yet, so import diffjax before running JAX computations. Skipped
+off glibc, when the user configures malloc (`MALLOC_*` or `GLIBC_TUNABLES` in the environment),
+and with `DIFFJAX_TUNE_MALLOC=0`.
+"""
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+XLA_DEFAULTS = {"--xla_cpu_experimental_ynn_fusion_type": "-individual_convolution"}
+# mallopt parameters (glibc malloc.h): M_ARENA_MAX, M_MMAP_MAX, M_TRIM_THRESHOLD (-1: never trim).
+MALLOPT_DEFAULTS = ((-8, 1), (-4, 0), (-1, -1))
+
+
+def apply_xla_defaults(env=os.environ) -> None:
+    """Append each default to `XLA_FLAGS` unless the user set that flag already."""
+    flags = env.get("XLA_FLAGS", "")
+    present = {f.split("=")[0] for f in flags.split()}
+    extra = [f"{k}={v}" for k, v in XLA_DEFAULTS.items() if k not in present]
+    if extra:
+        env["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
+
+
+def tune_malloc(env=os.environ) -> bool:
+    """Set glibc's malloc to keep and reuse freed large blocks (see above); True if it was set."""
+    if (sys.platform != "linux" or env.get("DIFFJAX_TUNE_MALLOC", "1") == "0" or "GLIBC_TUNABLES" in env
+            or any(k.startswith("MALLOC_") for k in env)):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.gnu_get_libc_version  # glibc only: musl's mallopt does nothing
+    except (OSError, AttributeError, TypeError):
+        return False
+    return all(libc.mallopt(param, value) == 1 for param, value in MALLOPT_DEFAULTS)
+
+
+def apply_defaults(env=os.environ) -> None:
+    apply_xla_defaults(env)
+    tune_malloc(env)
