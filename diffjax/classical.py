@@ -143,8 +143,9 @@ def tv_pdhg(y, lam, *, kind: str = "identity", level=0.0, fidelity: str = "l2", 
 
 
 def _project(p, lam):
-    """Projection onto {|p_ij| <= lam} (the dual ball of lam TV, isotropic)."""
-    return p / jnp.maximum(1.0, jnp.sqrt(jnp.sum(p * p, -1, keepdims=True)) / lam)
+    """Projection onto {|p_ij| <= lam} (the dual ball of lam TV, isotropic). The norm is written out over the
+    two components: XLA:CPU's reduction over a minor axis of size 2 made this 40x slower, most of a TV step."""
+    return p / jnp.maximum(1.0, jnp.sqrt(p[..., 0] ** 2 + p[..., 1] ** 2)[..., None] / lam)
 
 
 @partial(jax.jit, static_argnames=("radius",))
@@ -215,9 +216,14 @@ def _nl_means(img, h):
 
 
 def _bm3d(img, sigma):
+    """BM3D (Dabov et al. 2007) with the exact group variances of Makinen et al. 2020 computed on a 16 x 16 noise
+    PSD (nf) rather than the library's 32 x 32, which is larger than a 28 x 28 digit: on 48 validation digits nf 16
+    scored 0.04-0.15 dB higher at Gaussian noise 0.1-0.5, -0.02 to +0.06 dB behind the Anscombe transform at
+    Poisson peaks 3-30, and ran 3.7x faster (50 against 195 ms per digit)."""
     import bm3d
     profile = bm3d.BM3DProfile()
     profile.num_threads = 1   # one image per thread of `_per_image`'s pool
+    profile.nf = 16
     return bm3d.bm3d(img, sigma_psd=sigma, profile=profile)
 
 

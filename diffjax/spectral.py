@@ -37,18 +37,6 @@ def blur_eigenvalues(std: float, h: int, w: int) -> jnp.ndarray:
     return jnp.asarray(np.outer(lam(h), lam(w)), jnp.float32)
 
 
-def _block_dct(x, f):
-    b, h, w, c = x.shape
-    blocks = x.reshape(b, h // f, f, w // f, f, c)
-    return jax.scipy.fft.dctn(blocks, type=2, axes=(2, 4), norm="ortho").reshape(x.shape)
-
-
-def _block_idct(coeffs, f):
-    b, h, w, c = coeffs.shape
-    blocks = coeffs.reshape(b, h // f, f, w // f, f, c)
-    return jax.scipy.fft.idctn(blocks, type=2, axes=(2, 4), norm="ortho").reshape(coeffs.shape)
-
-
 def transforms(basis: str):
     """(V^T, V) of a basis: identity ("pixel"), the DCT-II ("dct"), or an f x f block DCT ("block<f>")."""
     if basis == "pixel":
@@ -56,7 +44,7 @@ def transforms(basis: str):
     if basis == "dct":
         return heat.dct, heat.idct
     f = int(basis[5:])
-    return functools.partial(_block_dct, f=f), functools.partial(_block_idct, f=f)
+    return functools.partial(heat.dct, block=f), functools.partial(heat.idct, block=f)
 
 
 def decompose(kind: str, level, y, shape, mask=None) -> Decomposition:

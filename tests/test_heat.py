@@ -150,6 +150,18 @@ def test_blurring_sampler_with_the_exact_eps_reproduces_gaussian_data_per_freque
 def test_dct_is_the_orthonormal_dct_ii():
     x = np.asarray(_images((2, 6, 5, 1)))
     np.testing.assert_allclose(heat.dct(x), scipy.fft.dctn(x, type=2, axes=(1, 2), norm="ortho"), atol=1e-5)
+    np.testing.assert_allclose(heat.idct(x), scipy.fft.idctn(x, type=2, axes=(1, 2), norm="ortho"), atol=1e-5)
+
+
+@pytest.mark.parametrize("f", [2, 4])
+def test_block_dct_is_the_dct_ii_of_each_tile(f):
+    x = np.asarray(_images((2, 8, 12, 3)))
+    tiles = x.reshape(2, 8 // f, f, 12 // f, f, 3)
+    expected = scipy.fft.dctn(tiles, type=2, axes=(2, 4), norm="ortho").reshape(x.shape)
+    np.testing.assert_allclose(heat.dct(x, block=f), expected, atol=1e-5)
+    np.testing.assert_allclose(heat.idct(heat.dct(x, block=f), block=f), x, atol=1e-5)
+    with pytest.raises(ValueError, match="does not tile"):
+        heat.dct(x, block=5)
 
 
 @pytest.mark.parametrize("args", [(0, 0.5, 20.0, 0.01), (10, 0.0, 20.0, 0.01), (10, 5.0, 1.0, 0.01)])

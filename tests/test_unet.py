@@ -5,7 +5,7 @@ import pytest
 from flax import nnx
 
 from diffjax import train
-from diffjax.nn.layers import timestep_embedding
+from diffjax.nn.layers import GroupNorm, timestep_embedding
 from diffjax.nn.unet import init_unet, param_count
 from experiments.configs import cifar10, mnist, reference
 
@@ -78,3 +78,20 @@ def test_timestep_embedding_matches_formula():
     freqs = np.exp(-np.log(10000.0) * np.arange(4) / 3)
     np.testing.assert_allclose(emb[1], np.concatenate([np.sin(7 * freqs), np.cos(7 * freqs)]), rtol=1e-5)
     np.testing.assert_allclose(emb[0], [0, 0, 0, 0, 1, 1, 1, 1])
+
+
+@pytest.mark.parametrize("shape, groups", [((3, 28, 28, 16), 8), ((2, 7, 7, 64), 32), ((2, 5, 6, 32), 4)])
+def test_group_norm_matches_flax_and_its_definition(shape, groups):
+    c = shape[-1]
+    ours, flax_gn = GroupNorm(c, num_groups=groups, rngs=nnx.Rngs(0)), nnx.GroupNorm(c, num_groups=groups,
+                                                                                        rngs=nnx.Rngs(0))
+    scale, bias = jax.random.normal(jax.random.PRNGKey(1), (2, c))
+    for m in (ours, flax_gn):
+        m.scale[...], m.bias[...] = scale, bias
+    x = 3.0 * jax.random.normal(jax.random.PRNGKey(2), shape) + 1.0
+    g = np.asarray(x, np.float64).reshape(shape[0], -1, groups, c // groups)
+    normed = (g - g.mean((1, 3), keepdims=True)) / np.sqrt(g.var((1, 3), keepdims=True) + 1e-6)
+    expected = normed.reshape(shape) * np.asarray(scale) + np.asarray(bias)
+    np.testing.assert_allclose(ours(x), expected, atol=2e-5)
+    np.testing.assert_allclose(ours(x), flax_gn(x), atol=2e-5)
+    assert jax.tree.structure(nnx.state(ours)) == jax.tree.structure(nnx.state(flax_gn))

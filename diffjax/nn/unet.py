@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from diffjax.nn.layers import AttnBlock, Downsample, ResBlock, Upsample, timestep_embedding
+from diffjax.nn.layers import AttnBlock, Downsample, GroupNorm, ResBlock, Upsample, timestep_embedding
 
 
 class UNet(nnx.Module):
@@ -59,7 +59,7 @@ class UNet(nnx.Module):
                 up.append((Upsample(c, rngs=rngs, dtype=dtype), None))
                 res *= 2
         self.up = nnx.List([nnx.List(u) for u in up])
-        self.norm_out = nnx.GroupNorm(c, num_groups=groups, rngs=rngs)
+        self.norm_out = GroupNorm(c, num_groups=groups, rngs=rngs)
         self.conv_out = nnx.Conv(c, out_channels or in_channels, (3, 3), dtype=dtype, rngs=rngs,
                                  kernel_init=nnx.initializers.variance_scaling(1e-10, "fan_avg", "uniform"))
 
