@@ -27,5 +27,17 @@ def devices():
 
 @pytest.fixture(scope="session")
 def digit_cache(tmp_path_factory):
-    """One cache directory of the digit classifier for the whole session (in-process and CLI tests)."""
-    return tmp_path_factory.mktemp("digit_cache")
+    """One cache directory of the digit classifier for the whole session, shared by the xdist workers (the
+    directory above each worker's base temp is common to all), holding the classifier trained once: the first
+    worker trains it under a file lock, the others wait for it and read it (in-process and CLI tests)."""
+    import fcntl
+
+    from diffjax import data, digit_score
+
+    root = tmp_path_factory.getbasetemp()
+    path = (root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / "digit_cache"
+    path.mkdir(exist_ok=True)
+    with open(path.parent / "digit_cache.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        digit_score.load_or_train(path, data.mnist_sample("train"), data.mnist_sample("test"))
+    return path

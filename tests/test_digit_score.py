@@ -1,5 +1,7 @@
 """The digit classifier behind the sample score: accurate, deterministic for its seed, cached and verified."""
 
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -12,16 +14,21 @@ def splits():
     return data.mnist_sample("train"), data.mnist_sample("test")
 
 
-def test_classifier_is_accurate_cached_and_a_damaged_cache_is_retrained_to_the_same_numbers(splits, digit_cache):
+def test_classifier_is_accurate_cached_and_a_damaged_cache_is_retrained(splits, digit_cache, tmp_path,
+                                                                         monkeypatch):
     clf = digit_score.load_or_train(digit_cache, *splits)
     assert clf.test_accuracy >= 0.95
-    path = digit_score._cache_file(digit_cache, splits[0], 0)
     again = digit_score.load_or_train(digit_cache, *splits)  # read back, verified
     jax.tree.map(np.testing.assert_array_equal, clf.params, again.params)
-    path.write_bytes(path.read_bytes()[:1000])  # truncated: retrained, and training is deterministic
-    retrained = digit_score.load_or_train(digit_cache, *splits)
-    jax.tree.map(np.testing.assert_array_equal, clf.params, retrained.params)
-    assert retrained.test_accuracy == clf.test_accuracy
+    path = digit_score._cache_file(tmp_path, splits[0], 0)   # a truncated copy is detected and trained again
+    path.write_bytes(digit_score._cache_file(digit_cache, splits[0], 0).read_bytes()[:1000])
+    short = functools.partial(digit_score.train, steps=5)    # (5 steps: training is deterministic, tested below)
+    monkeypatch.setattr(digit_score, "train", short)
+    retrained = digit_score.load_or_train(tmp_path, *splits)
+    jax.tree.map(np.testing.assert_array_equal, short(splits[0], 0)[1], retrained.params)
+    reread = digit_score.load_or_train(tmp_path, *splits)     # and cached again, verified
+    jax.tree.map(np.testing.assert_array_equal, retrained.params, reread.params)
+    assert reread.test_accuracy == retrained.test_accuracy < 0.95
 
 
 def test_scores_order_real_blurred_and_noise_digits(splits, digit_cache):

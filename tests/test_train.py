@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -38,11 +39,12 @@ def test_training_lowers_the_loss(tiny_cfg, tmp_path):
 
 
 def _straight_and_resumed(cfg, tmp_path):
-    """The checkpointed states of a run straight to cfg.train.steps and of one stopped halfway and resumed."""
+    """The checkpointed states of a run straight to cfg.train.steps (checkpoints halfway and at the end) and of a
+    copy of its directory as if it had died after the halfway checkpoint (the later one deleted), run again."""
     train.run(cfg, tmp_path / "straight", progress=False)
-    short = cfg.copy_and_resolve_references()
-    short.train.steps = cfg.train.steps // 2
-    train.run(short, tmp_path / "resumed", progress=False)
+    shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
+    assert cfg.train.ckpt_every * 2 == cfg.train.steps
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / str(cfg.train.steps))
     train.run(cfg, tmp_path / "resumed", progress=False)
     return _params(tmp_path / "straight", cfg), _params(tmp_path / "resumed", cfg)
 
