@@ -46,6 +46,9 @@ def _straight_and_resumed(cfg, tmp_path):
     assert cfg.train.ckpt_every * 2 == cfg.train.steps
     shutil.rmtree(tmp_path / "resumed" / "checkpoints" / str(cfg.train.steps))
     train.run(cfg, tmp_path / "resumed", progress=False)
+    logged = {d: (tmp_path / d / "metrics.jsonl").read_text().splitlines() for d in ("straight", "resumed")}
+    first_half = [ln for ln in logged["straight"] if json.loads(ln)["step"] <= cfg.train.ckpt_every]
+    assert first_half and logged["resumed"][:len(first_half)] == first_half  # restored, not retrained (steps/s differ)
     return _params(tmp_path / "straight", cfg), _params(tmp_path / "resumed", cfg)
 
 
