@@ -11,11 +11,16 @@ from diffjax import checkpoint, data, parallel, processes, train
 from experiments.configs import tiny
 
 
-def _eval_loss(graphdef, params, cfg, images_u8):
-    """The run's process's loss on fixed images, timesteps and noise (no dropout)."""
-    model = nnx.merge(graphdef, params)
-    return float(processes.loss(cfg, processes.make(cfg), lambda x, t: model(x, t), data.to_float(images_u8),
-                                jax.random.PRNGKey(9)))
+def _eval_losses(graphdef, cfg, images_u8, *params):
+    """The run's process's loss on fixed images, timesteps and noise (no dropout), for each of `params`."""
+    p, x0 = processes.make(cfg), data.to_float(images_u8)
+
+    @jax.jit
+    def loss(params):
+        model = nnx.merge(graphdef, params)
+        return processes.loss(cfg, p, lambda x, t: model(x, t), x0, jax.random.PRNGKey(9))
+
+    return [float(loss(q)) for q in params]
 
 
 def _params(workdir, cfg):
@@ -32,7 +37,7 @@ def test_training_lowers_the_loss(tiny_cfg, tmp_path):
     graphdef, state0, _ = train.init_state(tiny_cfg, mesh)
     state = train.run(tiny_cfg, tmp_path, mesh=mesh, progress=False)
     test = data.mnist_sample("test").images[::20]
-    before, after = _eval_loss(graphdef, state0.params, tiny_cfg, test), _eval_loss(graphdef, state.params, tiny_cfg, test)
+    before, after = _eval_losses(graphdef, tiny_cfg, test, state0.params, state.params)
     assert after < 0.7 * before, (before, after)
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in logged] == [10, 20, 30, 40]
@@ -205,7 +210,7 @@ def test_heat_process_training_lowers_its_loss_and_resumes_exactly(tmp_path, pro
     a, b = _straight_and_resumed(cfg, tmp_path)
     jax.tree.map(np.testing.assert_array_equal, a, b)
     test = data.mnist_sample("test").images[::20]
-    before, after = _eval_loss(graphdef, state0.params, cfg, test), _eval_loss(graphdef, a["params"], cfg, test)
+    before, after = _eval_losses(graphdef, cfg, test, state0.params, a["params"])
     assert after < 0.7 * before, (before, after)
     assert (tmp_path / "straight" / "samples" / "step_0000030.png").exists()
     assert (tmp_path / "straight" / "prior.npz").exists() == (process == "ihdm")
