@@ -5,6 +5,7 @@ import pytest
 from flax import nnx
 
 from diffjax import train
+from diffjax.nn import unet
 from diffjax.nn.layers import GroupNorm, timestep_embedding
 from diffjax.nn.unet import UNet, init_unet, param_count
 from experiments.configs import cifar10, mnist, reference
@@ -35,8 +36,8 @@ def test_output_shape_equals_input_shape(get_config):
 
 def test_init_equals_flax_jitted_construction_and_each_call_owns_its_arrays():
     """The one cached initialiser program gives exactly the parameters of flax's own jitted construction (compiled
-    alike: other optimisation levels round some initialisers' last bit differently), for every key; models of one
-    architecture never share arrays."""
+    alike: other optimisation levels round some initialisers' last bit differently), for every key, from one trace
+    per architecture (abstract models included); models of one architecture never share arrays."""
     kw = dict(image_size=8, in_channels=1, ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), groups=4)
     flax_init = jax.jit(lambda k: nnx.state(nnx.split(UNet(**kw, rngs=nnx.Rngs(params=k)))[1], nnx.Param),
                         compiler_options={"xla_backend_optimization_level": 0})
@@ -44,7 +45,11 @@ def test_init_equals_flax_jitted_construction_and_each_call_owns_its_arrays():
         key = jax.random.PRNGKey(seed)
         ours = nnx.state(init_unet(key, **kw), nnx.Param)
         jax.tree.map(np.testing.assert_array_equal, ours, flax_init(key))
+    traced = unet._init_program.cache_info().currsize
     a, b = init_unet(jax.random.PRNGKey(0), **kw), init_unet(jax.random.PRNGKey(0), **kw)
+    abstract = init_unet(None, **kw)
+    assert unet._init_program.cache_info().currsize == traced   # one trace per architecture, abstract ones included
+    assert all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
     a.conv_in.kernel[...] = jnp.zeros_like(a.conv_in.kernel[...])
     assert np.abs(np.asarray(b.conv_in.kernel[...])).sum() > 0
 

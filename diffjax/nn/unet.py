@@ -101,9 +101,7 @@ def init_unet(key, **kwargs) -> UNet:
     architecture: every later model of the same architecture costs one call of it.
     """
     frozen = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items()))
-    key_type = (2,), jnp.uint32
-    if key is not None:
-        key_type = key.shape, key.dtype
+    key_type = ((2,), jnp.dtype(jnp.uint32)) if key is None else (tuple(key.shape), jnp.dtype(key.dtype))
     graphdef, traced = _init_program(frozen, key_type)
     if key is None:
         return nnx.merge(graphdef, traced.out_info)
@@ -131,4 +129,5 @@ def _init_program(frozen_kwargs: tuple, key_type: tuple):
 
 @functools.cache
 def _compiled(frozen_kwargs: tuple, key_type: tuple):
+    """The compiled `_init_program`: key -> initialised parameters."""
     return _init_program(frozen_kwargs, key_type)[1].lower().compile()
