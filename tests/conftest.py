@@ -3,13 +3,14 @@
 import os
 
 os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"])
+# Tests and the entry points they start (which inherit this environment) build the same programs many times:
+# reuse every compilation, the small ones too (a repeated tiny CLI training run: 12.7 s with programs that
+# compile in 0.2 s or more cached, 10.7 s with all of them).
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", ".jax_cache"))
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
-import jax  # noqa: E402
+import jax  # noqa: E402,F401
 import pytest  # noqa: E402
-
-# Tests build the same few programs many times (each run re-jits its step): reuse compilations.
-jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.dirname(__file__), "..", ".jax_cache"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 from experiments.configs import tiny  # noqa: E402
 

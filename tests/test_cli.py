@@ -16,8 +16,7 @@ TINY = str(ROOT / "experiments" / "configs" / "tiny.py")
 
 
 def run(*args, expect_ok=True, **env_vars):
-    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(ROOT / ".jax_cache"),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.2", **env_vars)
+    env = dict(os.environ, **env_vars)
     p = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     if expect_ok:
         assert p.returncode == 0, p.stderr[-3000:]
@@ -296,12 +295,10 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_pa
     killed, straight = tmp_path / "killed", tmp_path / "straight"
     common = [f"--config={TINY}", "--noprogress", "--config.train.sample_every=100000", "--config.train.log_every=1",
               "--config.train.ckpt_every=1"]
-    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(ROOT / ".jax_cache"),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.2")
     rng = random.Random(0)
     for kill in range(3):
         proc = subprocess.Popen([sys.executable, "-m", "experiments.train_ddpm", *common, f"--workdir={killed}",
-                                 "--config.train.steps=100000"], cwd=ROOT, env=env,
+                                 "--config.train.steps=100000"], cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         before = len(list((killed / "metrics.jsonl").read_text().splitlines())) if killed.exists() else 0
         deadline = time.time() + 300
