@@ -9,7 +9,7 @@ os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_forc
 os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", ".jax_cache"))
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
-import jax  # noqa: E402,F401
+import jax  # noqa: E402
 import pytest  # noqa: E402
 
 from experiments.configs import tiny  # noqa: E402
