@@ -8,8 +8,9 @@ from diffjax import cpu_defaults
 
 # Page faults of each of the last 10 of 20 runs of a jitted program writing a new 64 MB array each time.
 # PJRT frees a released array on another thread, so after each run we wait until malloc's bytes in use
-# (mallinfo2: heap + mmap'd) are back within half an output array of what they were before the first run: under load the frees lag,
-# and without the wait the reused heap would grow by however many arrays were in flight.
+# (mallinfo2: heap + mmap'd) are back within half an output array of what they were before the first run:
+# under load the frees lag, and without the wait the reused heap would grow by however many arrays were in
+# flight.
 FAULTS = r"""
 import ctypes, resource, time
 import diffjax
