@@ -178,8 +178,9 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
     The config, the data and the compiled step are checked first: a bad value is one ValueError and
     leaves no run directory behind. Then writes config.json, metrics.jsonl, samples/step_*.png, Orbax
     checkpoints and, every `train.eval_every` steps if > 0, the sample score (`digit_score`: FD of
-    `train.eval_num` samples against the test digits) to scores.jsonl. The host syncs only at log, sample
-    and checkpoint steps; there every loss since the last sync is checked, and a non-finite one raises
+    `train.eval_num` samples against the test digits) to scores.jsonl. The host keeps one step queued and
+    waits for the one before it, so the progress bar counts finished steps; it reads values only at log,
+    sample and checkpoint steps; there every loss since the last sync is checked, and a non-finite one raises
     `NonFiniteLossError` before anything of that stretch is saved (the last good checkpoint is kept).
     Ctrl-C saves a checkpoint first.
     """
@@ -235,13 +236,16 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
         while step < t.steps:
             state, m = step_fn(state, ds_images, ds_labels)
             step += 1
+            if pending:   # the bar counts finished steps: wait for the previous one while this one is queued
+                pending[-1][1]["loss"].block_until_ready()
+                bar.update(1)
             pending.append((step, m))
-            bar.update(1)
             log_now, sample_now = step % t.log_every == 0, step % t.sample_every == 0
             ckpt_now = step % t.ckpt_every == 0 or step == t.steps
             if not (log_now or sample_now or ckpt_now):
                 continue
             m = sync()
+            bar.update(1)
             bar.set_postfix(loss=f"{m['loss']:.4g}")
             if log_now or step == t.steps:
                 now = time.perf_counter()

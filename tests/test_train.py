@@ -137,8 +137,11 @@ def test_a_run_that_died_before_its_first_checkpoint_starts_again_on_its_directo
     assert [json.loads(ln)["step"] for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
 
 
-def test_ctrl_c_saves_a_checkpoint_before_exiting(tiny_cfg, tmp_path, monkeypatch):
-    tiny_cfg.train.update(steps=6, ckpt_every=100, sample_every=1000)
+@pytest.mark.parametrize("log_every, saved", [(1, 4), (100, 5)])
+def test_ctrl_c_saves_a_checkpoint_before_exiting(tiny_cfg, tmp_path, monkeypatch, log_every, saved):
+    """Ctrl-C at the 4th finished step saves the newest state: step 4 when every step syncs (log_every 1),
+    step 5 otherwise (the loop keeps one step queued while it waits for the one before)."""
+    tiny_cfg.train.update(steps=6, ckpt_every=100, sample_every=1000, log_every=log_every)
 
     class InterruptAt4(train.tqdm):
         calls = 0
@@ -150,9 +153,9 @@ def test_ctrl_c_saves_a_checkpoint_before_exiting(tiny_cfg, tmp_path, monkeypatc
                 raise KeyboardInterrupt
 
     monkeypatch.setattr(train, "tqdm", InterruptAt4)
-    with pytest.raises(KeyboardInterrupt, match="step 4 saved"):
+    with pytest.raises(KeyboardInterrupt, match=f"step {saved} saved"):
         train.run(tiny_cfg, tmp_path, progress=False)
-    assert int(_params(tmp_path, tiny_cfg)["step"]) == 4
+    assert int(_params(tmp_path, tiny_cfg)["step"]) == saved
 
 
 def test_run_directory_with_other_model_is_refused(tiny_cfg, tmp_path):

@@ -1,5 +1,6 @@
 """Building blocks of the DDPM UNet (Ho et al. 2020, Appendix B; PixelCNN++ backbone)."""
 
+import functools
 import math
 
 import jax
@@ -19,28 +20,65 @@ def timestep_embedding(t: jnp.ndarray, dim: int, max_period: float = 10000.0) ->
     return jnp.pad(emb, ((0, 0), (0, dim % 2)))
 
 
+def _spatial_sum(v):   # [B, ..., C] -> [B, C]
+    return jnp.sum(v, axis=tuple(range(1, v.ndim - 1)))
+
+
+def _group_mean(v, num_groups: int):   # [B, C] -> [B, C]: each channel gets the mean over its group's channels
+    b, c = v.shape
+    return jnp.repeat(v.reshape(b, num_groups, c // num_groups).mean(-1), c // num_groups, axis=1)
+
+
+def _per_channel(v, x):   # [B, C] -> broadcastable against x [B, ..., C]
+    return v.reshape((v.shape[0],) + (1,) * (x.ndim - 2) + (v.shape[1],))
+
+
+def _group_norm_fwd(x_in, scale, bias, num_groups: int, epsilon: float):
+    x = x_in.astype(jnp.float32)
+    n = math.prod(x.shape[1:-1])
+    mean = _group_mean(_spatial_sum(x) / n, num_groups)
+    var = jnp.maximum(_group_mean(_spatial_sum(x * x) / n, num_groups) - mean * mean, 0.0)
+    rstd = jax.lax.rsqrt(var + epsilon)
+    a = rstd * scale
+    return x * _per_channel(a, x) + _per_channel(bias - mean * a, x), (x_in, mean, rstd, scale)
+
+
+def _group_norm_bwd(num_groups: int, epsilon: float, res, g):
+    """With xhat = (x - mu) r over a group of N elements: dx = r (gamma g - <gamma g> - xhat <gamma g xhat>),
+    dgamma = sum g xhat, dbeta = sum g, from two spatial sums of g and g x; dx is one affine map of g and x."""
+    x_in, mean, rstd, scale = res
+    x, g = x_in.astype(jnp.float32), g.astype(jnp.float32)
+    n = math.prod(x.shape[1:-1])
+    t1, tx = _spatial_sum(g), _spatial_sum(g * x)           # sum g, sum g x per image and channel
+    t2 = tx - mean * t1                                     # sum g (x - mu)
+    m1 = _group_mean(scale * t1, num_groups) / n            # <gamma g>
+    m2 = rstd * _group_mean(scale * t2, num_groups) / n     # <gamma g xhat>
+    coef_x = -rstd * rstd * m2
+    dx = g * _per_channel(scale * rstd, x) + x * _per_channel(coef_x, x) + _per_channel(-rstd * m1 - mean * coef_x, x)
+    return dx.astype(x_in.dtype), jnp.sum(rstd * t2, axis=0), jnp.sum(t1, axis=0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def group_norm(x, scale, bias, num_groups: int, epsilon: float):
+    """Group normalisation (Wu & He 2018) of x [B, ..., C] in float32: per image and group of C/G channels,
+    y = gamma (x - mu) / sqrt(var + eps) + beta over the spatial axes and the group's channels, with
+    var = max(E[x^2] - mu^2, 0). Its gradient is the closed form above (the clamp, active only for a constant
+    group, is not differentiated): autodiff's chain of broadcast terms was fused by XLA:CPU into both
+    consumers of the cotangent (the convolution's data and weight gradients) and so computed twice."""
+    return _group_norm_fwd(x, scale, bias, num_groups, epsilon)[0]
+
+
+group_norm.defvjp(_group_norm_fwd, _group_norm_bwd)
+
+
 class GroupNorm(nnx.GroupNorm):
-    """Group normalisation (Wu & He 2018): per image and group g of C/G channels, y = (x - mu_g) / sqrt(var_g + eps)
-    over the spatial axes and the group's channels, then a per-channel scale and bias. nnx.GroupNorm's parameters,
-    initialisation and variance formula (var = E[x^2] - E[x]^2, in float32); computed as per-channel moments over
-    the spatial axes, averaged within each group, and applied as one affine map x a_c + b_c. Flax reduces over a
-    minor axis of C/G channels instead, which XLA:CPU runs 5x slower at 2 channels per group (the default MNIST
-    UNet: 16 channels, 8 groups; forward and backward alike)."""
+    """nnx.GroupNorm's parameters, initialisation and variance formula, computed by `group_norm`: per-channel
+    moments over the spatial axes averaged within each group, applied as one affine map x a_c + b_c. Flax
+    reduces over a minor axis of C/G channels instead, which XLA:CPU runs 5x slower at 2 channels per group
+    (the default MNIST UNet: 16 channels, 8 groups; forward and backward alike)."""
 
     def __call__(self, x):
-        b, c = x.shape[0], x.shape[-1]
-        spatial = tuple(range(1, x.ndim - 1))
-        x = x.astype(jnp.float32)
-
-        def group_mean(v):   # [B, ..., C] -> [B, C]: the mean over the spatial axes and each channel's group
-            per_group = jnp.mean(v, axis=spatial).reshape(b, self.num_groups, self.group_size).mean(-1)
-            return jnp.repeat(per_group, self.group_size, axis=1)
-
-        mean = group_mean(x)
-        var = jnp.maximum(group_mean(x * x) - mean * mean, 0.0)
-        a = jax.lax.rsqrt(var + self.epsilon) * self.scale[...]
-        expand = (b,) + (1,) * len(spatial) + (c,)
-        return x * a.reshape(expand) + (self.bias[...] - mean * a).reshape(expand)
+        return group_norm(x, self.scale[...], self.bias[...], self.num_groups, self.epsilon)
 
 
 class ResBlock(nnx.Module):
