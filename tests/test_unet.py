@@ -120,4 +120,4 @@ def test_group_norm_matches_flax_and_its_definition(shape, groups):
     w = jax.random.normal(jax.random.PRNGKey(3), shape)
     grads = [nnx.grad(lambda m, x: jnp.sum(jnp.sin(m(x)) * w), argnums=(0, 1))(m, x) for m in (ours, flax_gn)]
     for a, b in zip(*map(jax.tree.leaves, grads)):
-        np.testing.assert_allclose(a, b, atol=1e-6 * float(jnp.abs(b).max()) + 1e-6)
+        np.testing.assert_allclose(a, b, atol=1e-5 * float(jnp.abs(b).max()) + 1e-5)   # float32 rounding: ~4e-6
