@@ -116,8 +116,14 @@ def test_group_norm_matches_flax_and_its_definition(shape, groups):
     np.testing.assert_allclose(ours(x), expected, atol=2e-5)
     np.testing.assert_allclose(ours(x), flax_gn(x), atol=2e-5)
     assert jax.tree.structure(nnx.state(ours)) == jax.tree.structure(nnx.state(flax_gn))
-    # the closed-form gradient (custom VJP) equals autodiff through flax's GroupNorm, for x, scale and bias
+    np.testing.assert_allclose(ours(x, silu=True), nnx.silu(flax_gn(x)), atol=2e-5)
+    # the closed-form gradients (custom VJP) equal autodiff through flax's GroupNorm, and through it and SiLU,
+    # for x, scale and bias
     w = jax.random.normal(jax.random.PRNGKey(3), shape)
-    grads = [nnx.grad(lambda m, x: jnp.sum(jnp.sin(m(x)) * w), argnums=(0, 1))(m, x) for m in (ours, flax_gn)]
-    for a, b in zip(*map(jax.tree.leaves, grads)):
-        np.testing.assert_allclose(a, b, atol=1e-5 * float(jnp.abs(b).max()) + 1e-5)   # float32 rounding: ~4e-6
+    for silu in (False, True):
+        fused = lambda m, x: (m(x, silu=silu) if type(m) is GroupNorm  # noqa: E731
+                              else nnx.silu(m(x)) if silu else m(x))
+        grads = [nnx.grad(lambda m, x: jnp.sum(jnp.sin(fused(m, x)) * w), argnums=(0, 1))(m, x)
+                 for m in (ours, flax_gn)]
+        for a, b in zip(*map(jax.tree.leaves, grads)):
+            np.testing.assert_allclose(a, b, atol=1e-5 * float(jnp.abs(b).max()) + 1e-5)  # float32 rounding: ~4e-6

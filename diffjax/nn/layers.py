@@ -33,21 +33,26 @@ def _per_channel(v, x):   # [B, C] -> broadcastable against x [B, ..., C]
     return v.reshape((v.shape[0],) + (1,) * (x.ndim - 2) + (v.shape[1],))
 
 
-def _group_norm_fwd(x_in, scale, bias, num_groups: int, epsilon: float):
+def _group_norm_fwd(x_in, scale, bias, num_groups: int, epsilon: float, silu: bool):
     x = x_in.astype(jnp.float32)
     n = math.prod(x.shape[1:-1])
     mean = _group_mean(_spatial_sum(x) / n, num_groups)
     var = jnp.maximum(_group_mean(_spatial_sum(x * x) / n, num_groups) - mean * mean, 0.0)
     rstd = jax.lax.rsqrt(var + epsilon)
     a = rstd * scale
-    return x * _per_channel(a, x) + _per_channel(bias - mean * a, x), (x_in, mean, rstd, scale)
+    y = x * _per_channel(a, x) + _per_channel(bias - mean * a, x)
+    return (jax.nn.silu(y) if silu else y), (x_in, mean, rstd, scale, y if silu else None)
 
 
-def _group_norm_bwd(num_groups: int, epsilon: float, res, g):
+def _group_norm_bwd(num_groups: int, epsilon: float, silu: bool, res, g):
     """With xhat = (x - mu) r over a group of N elements: dx = r (gamma g - <gamma g> - xhat <gamma g xhat>),
-    dgamma = sum g xhat, dbeta = sum g, from two spatial sums of g and g x; dx is one affine map of g and x."""
-    x_in, mean, rstd, scale = res
+    dgamma = sum g xhat, dbeta = sum g, from two spatial sums of g and g x; dx is one affine map of g and x.
+    With SiLU, g is first multiplied by silu'(y) = s (1 + y (1 - s)), s = sigmoid(y), y saved by the forward."""
+    x_in, mean, rstd, scale, y = res
     x, g = x_in.astype(jnp.float32), g.astype(jnp.float32)
+    if silu:
+        s = jax.nn.sigmoid(y)
+        g = g * s * (1.0 + y * (1.0 - s))
     n = math.prod(x.shape[1:-1])
     t1, tx = _spatial_sum(g), _spatial_sum(g * x)           # sum g, sum g x per image and channel
     t2 = tx - mean * t1                                     # sum g (x - mu)
@@ -58,14 +63,16 @@ def _group_norm_bwd(num_groups: int, epsilon: float, res, g):
     return dx.astype(x_in.dtype), jnp.sum(rstd * t2, axis=0), jnp.sum(t1, axis=0)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def group_norm(x, scale, bias, num_groups: int, epsilon: float):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def group_norm(x, scale, bias, num_groups: int, epsilon: float, silu: bool = False):
     """Group normalisation (Wu & He 2018) of x [B, ..., C] in float32: per image and group of C/G channels,
     y = gamma (x - mu) / sqrt(var + eps) + beta over the spatial axes and the group's channels, with
-    var = max(E[x^2] - mu^2, 0). Its gradient is the closed form above (the clamp, active only for a constant
-    group, is not differentiated): autodiff's chain of broadcast terms was fused by XLA:CPU into both
-    consumers of the cotangent (the convolution's data and weight gradients) and so computed twice."""
-    return _group_norm_fwd(x, scale, bias, num_groups, epsilon)[0]
+    var = max(E[x^2] - mu^2, 0); `silu`: SiLU(y) = y sigmoid(y) (Elfwing et al. 2018) in the same op. Its
+    gradient is the closed form above (the clamp, active only for a constant group, is not differentiated):
+    autodiff's chain of broadcast terms was fused by XLA:CPU into both consumers of the cotangent (the
+    convolution's data and weight gradients) and so computed twice. SiLU's factor joins that closed form
+    (the reference train step on a 2-core Xeon: 15.1 -> 16.4 images/s, medians of 6 alternating runs)."""
+    return _group_norm_fwd(x, scale, bias, num_groups, epsilon, silu)[0]
 
 
 group_norm.defvjp(_group_norm_fwd, _group_norm_bwd)
@@ -77,8 +84,9 @@ class GroupNorm(nnx.GroupNorm):
     reduces over a minor axis of C/G channels instead, which XLA:CPU runs 5x slower at 2 channels per group
     (the default MNIST UNet: 16 channels, 8 groups; forward and backward alike)."""
 
-    def __call__(self, x):
-        return group_norm(x, self.scale[...], self.bias[...], self.num_groups, self.epsilon)
+    def __call__(self, x, *, silu: bool = False):
+        """GroupNorm(x), or SiLU(GroupNorm(x)) with `silu`."""
+        return group_norm(x, self.scale[...], self.bias[...], self.num_groups, self.epsilon, silu)
 
 
 class ResBlock(nnx.Module):
@@ -96,9 +104,9 @@ class ResBlock(nnx.Module):
         self.skip = nnx.Conv(c_in, c_out, (1, 1), dtype=dtype, rngs=rngs) if c_in != c_out else None
 
     def __call__(self, x, temb, *, train: bool, rngs: nnx.Rngs | None):
-        h = self.conv1(nnx.silu(self.norm1(x)))
+        h = self.conv1(self.norm1(x, silu=True))
         h = h + self.temb(nnx.silu(temb))[:, None, None, :]
-        h = nnx.silu(self.norm2(h))
+        h = self.norm2(h, silu=True)
         h = self.dropout(h, deterministic=not train, rngs=rngs)
         h = self.conv2(h)
         return (self.skip(x) if self.skip is not None else x) + h

@@ -83,7 +83,7 @@ class UNet(nnx.Module):
                 h = att(h) if att is not None else h
             else:
                 h = block(h)
-        return self.conv_out(nnx.silu(self.norm_out(h))).astype(x.dtype)
+        return self.conv_out(self.norm_out(h, silu=True)).astype(x.dtype)
 
 
 def param_count(model: nnx.Module) -> int:
