@@ -121,9 +121,7 @@ def test_group_norm_matches_flax_and_its_definition(shape, groups):
     # for x, scale and bias
     w = jax.random.normal(jax.random.PRNGKey(3), shape)
     for silu in (False, True):
-        fused = lambda m, x: (m(x, silu=silu) if type(m) is GroupNorm  # noqa: E731
-                              else nnx.silu(m(x)) if silu else m(x))
-        grads = [nnx.grad(lambda m, x: jnp.sum(jnp.sin(fused(m, x)) * w), argnums=(0, 1))(m, x)
-                 for m in (ours, flax_gn)]
+        layers = [(ours, lambda m, x: m(x, silu=silu)), (flax_gn, lambda m, x: nnx.silu(m(x)) if silu else m(x))]
+        grads = [nnx.grad(lambda m, x: jnp.sum(jnp.sin(f(m, x)) * w), argnums=(0, 1))(m, x) for m, f in layers]
         for a, b in zip(*map(jax.tree.leaves, grads)):
             np.testing.assert_allclose(a, b, atol=1e-5 * float(jnp.abs(b).max()) + 1e-5)  # float32 rounding: ~4e-6
