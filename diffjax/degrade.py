@@ -12,6 +12,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,12 @@ def salt_and_pepper(key, x, p: float):
 
 # --- linear operators ------------------------------------------------------------------------------------
 
-def gaussian_kernel(std: float, radius: int | None = None) -> jnp.ndarray:
-    """Normalised 1-D Gaussian taps exp(-k^2 / (2 std^2)), k = -r..r, r = ceil(4 std) by default."""
+def gaussian_kernel(std: float, radius: int | None = None) -> np.ndarray:
+    """Normalised 1-D Gaussian taps exp(-k^2 / (2 std^2)), k = -r..r, r = ceil(4 std) by default. A NumPy
+    constant, so that operators built from it (and cached) under a `jax.jit` trace hold no tracer."""
     r = int(math.ceil(4 * std)) if radius is None else radius
-    k = jnp.exp(-jnp.arange(-r, r + 1, dtype=jnp.float32) ** 2 / (2 * std**2))
-    return k / k.sum()
+    k = np.exp(-np.arange(-r, r + 1, dtype=np.float64) ** 2 / (2 * float(std) ** 2))
+    return (k / k.sum()).astype(np.float32)
 
 
 def blur_operator(std: float) -> LinearOperator:

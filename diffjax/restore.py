@@ -158,7 +158,8 @@ def _dps_eps(kind: str, level, likelihood: str):
 
 def _denoise(eps_fn, s, key, obs, shape, steps: int = 50, eta: float = 1.0):
     sigma_m = 2.0 * float(obs.level)
-    ratio = np.asarray((1.0 - s.alphas_cumprod) / s.alphas_cumprod)
+    ab = np.asarray(s.alphas_cumprod, np.float32)   # NumPy: t0 is static, also under an outer jax.jit
+    ratio = (1.0 - ab) / ab
     t0 = int(np.searchsorted(ratio, sigma_m**2))   # first t with r_t >= (2 sigma)^2 (ratio increases)
     if t0 >= s.num_timesteps:
         raise ValueError(f"noise std {obs.level} exceeds the schedule's largest noise level")

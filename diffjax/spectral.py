@@ -30,8 +30,7 @@ class Decomposition(NamedTuple):
 def blur_eigenvalues(std: float, h: int, w: int) -> jnp.ndarray:
     """The reflect-boundary blur with taps k_j (j = -r..r) is diagonal in the DCT-II basis with eigenvalue
     lam(k) lam(l), lam(k) = k_0 + 2 sum_{j>=1} k_j cos(pi k j / N) (exact for r < N). [H, W]."""
-    with jax.ensure_compile_time_eval():   # constants, also when called under jit
-        taps = np.asarray(degrade.gaussian_kernel(std), np.float64)
+    taps = degrade.gaussian_kernel(std).astype(np.float64)
     r = (len(taps) - 1) // 2
     lam = lambda n: taps[r] + 2 * sum(taps[r + j] * np.cos(np.pi * np.arange(n) * j / n) for j in range(1, r + 1))  # noqa
     return jnp.asarray(np.outer(lam(h), lam(w)), jnp.float32)

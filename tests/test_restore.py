@@ -172,6 +172,23 @@ def test_every_method_returns_consistent_images_in_range_deterministically(name,
         np.testing.assert_allclose(obs.operator(a), obs.y, atol=2e-2)
 
 
+# Levels no other test uses, so that this test is the first to build (and cache) each method's operators.
+UNTRACED_LEVELS = {"gaussian": 0.13, "poisson": 17.0, "blur": 0.73, "downsample": 4, "inpaint_box": 3,
+                   "inpaint_random": 0.37, "salt_pepper": 0.11}
+
+
+@pytest.mark.parametrize("name, kind", [(n, k) for n in sorted(restore.METHODS) for k in sorted(UNTRACED_LEVELS)
+                                        if k in restore.METHODS[n].applies_to and restore.METHODS[n].process == "gaussian"])
+def test_every_method_runs_under_an_outer_jit_and_leaks_no_tracer(name, kind):
+    """Traced first (inside the caller's jax.jit), then called eagerly: the same images, and nothing the traced
+    call built and cached (an operator, a static timestep) holds one of its tracers."""
+    x = _clean(jax.random.PRNGKey(30), b=2)
+    obs = degrade.degrade(kind, UNTRACED_LEVELS[kind], jax.random.PRNGKey(31), x)
+    run = lambda y: restore.restore(name, exact_eps, S, jax.random.PRNGKey(32), obs._replace(y=y),  # noqa: E731
+                                    image_shape=x.shape, steps=2)
+    np.testing.assert_allclose(jax.jit(run)(obs.y), run(obs.y), atol=1e-5)
+
+
 def test_ihdm_deblurring_starts_at_the_matching_level_and_undoes_the_blur():
     p = heat.ihdm(20, 0.5, 8.0, 0.02)
     x = _clean(jax.random.PRNGKey(22), b=2)
