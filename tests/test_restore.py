@@ -59,13 +59,15 @@ def test_denoising_from_the_matching_timestep_samples_the_exact_posterior():
 
 
 @pytest.mark.parametrize("name", ["ddnm", "repaint"])
-def test_inpainting_samples_the_exact_posterior(name):
+def test_inpainting_samples_the_exact_posterior(name, optimised):
     x = _clean(jax.random.PRNGKey(3))
     obs = degrade.degrade("inpaint_random", 0.5, jax.random.PRNGKey(4), x)
     m_ = obs.mask
     post_mean = m_ * (2 * obs.y - 1) + (1 - m_) * MU
     post_var = (1 - m_) * V + 0 * m_
-    x_hat = restore.restore(name, exact_eps, S, jax.random.PRNGKey(5), _repeat(obs), steps=STEPS, eta=1.0)
+    many = _repeat(obs)
+    x_hat = optimised(lambda y: restore.restore(name, exact_eps, S, jax.random.PRNGKey(5), many._replace(y=y),
+                                                steps=STEPS, eta=1.0))(many.y)
     m, v = _check_posterior(x_hat, post_mean, post_var)
     assert abs(m) < 0.1 and abs(v - 1) < 0.1, (m, v)
 
@@ -104,7 +106,7 @@ def test_ddnm_deblurring_samples_the_exact_posterior():
     ("inpaint_random", 0.5, (0.0, 0.15), (0.85, 1.1)),
     ("blur", 1.0, (3.0, 8.0), (12.0, 60.0)),
 ])
-def test_dps_distance_from_the_exact_posterior(kind, level, mean_error, var_ratio):
+def test_dps_distance_from_the_exact_posterior(kind, level, mean_error, var_ratio, optimised):
     """DPS approximates p(y | x_t) by p(y | x0_hat(x_t)): not an exact posterior sampler. With the exact eps, 1000
     steps and zeta 1: the RMS error of the mean of 256 draws in posterior standard deviations (sampling floor 0.06)
     and the mean ratio of their variance to the posterior's, over the unobserved pixels (inpainting), the pixels
@@ -124,7 +126,9 @@ def test_dps_distance_from_the_exact_posterior(kind, level, mean_error, var_rati
         post_var = V * s2 / (V * lam**2 + s2)
         post_mean = (V * lam * heat.dct(y_m) + s2 * heat.dct(jnp.full(x.shape, MU))) / (V * lam**2 + s2)
         to = heat.dct
-    x_hat = restore.restore("dps", exact_eps, S, jax.random.PRNGKey(5), _repeat(obs), steps=STEPS, zeta=1.0)
+    many = _repeat(obs)
+    x_hat = optimised(lambda y: restore.restore("dps", exact_eps, S, jax.random.PRNGKey(5), many._replace(y=y),
+                                                steps=STEPS, zeta=1.0))(many.y)
     c = np.asarray(to(2 * x_hat - 1))
     mean, var = (np.broadcast_to(np.asarray(a)[0], c.shape[1:]) for a in (post_mean, post_var))
     free = var > 1e-6
