@@ -205,6 +205,8 @@ def test_ihdm_deblurring_starts_at_the_matching_level_and_undoes_the_blur():
     a = restore.restore("ihdm", half, p, jax.random.PRNGKey(1), obs, delta=0.05)
     assert a.shape == x.shape and 0 <= float(a.min()) and float(a.max()) <= 1
     np.testing.assert_array_equal(a, restore.restore("ihdm", half, p, jax.random.PRNGKey(1), obs, delta=0.05))
+    traced = jax.jit(lambda y: restore.restore("ihdm", half, p, jax.random.PRNGKey(1), obs._replace(y=y), delta=0.05))
+    np.testing.assert_allclose(traced(obs.y), a, atol=1e-5)    # also inside a caller's jit
     assert float(jnp.abs(a - restore.restore("ihdm", half, p, jax.random.PRNGKey(2), obs, delta=0.05)).max()) > 0
     with pytest.raises(ValueError, match="'ihdm' needs the network of a ihdm run"):
         restore.restore("ihdm", exact_eps, S, jax.random.PRNGKey(0), obs)
