@@ -29,8 +29,8 @@ flags.DEFINE_bool("worker", False, "internal: measure in this process and print 
 SETTINGS = {  # name: (XLA flags appended, environment)
     "project default": ("", {}),
     "glibc malloc": ("", {"DIFFJAX_TUNE_MALLOC": "0"}),
-    "XLA and glibc default": ("--xla_cpu_experimental_ynn_fusion_type=+individual_convolution",
-                              {"DIFFJAX_TUNE_MALLOC": "0"}),
+    "XLA and glibc default": ("--xla_cpu_experimental_ynn_fusion_type=+individual_convolution "
+                              "--xla_cpu_prefer_vector_width=256", {"DIFFJAX_TUNE_MALLOC": "0"}),
 }
 
 

@@ -62,9 +62,25 @@ def test_tuned_malloc_reuses_freed_buffers_instead_of_faulting_fresh_pages_in():
 
 def test_xla_defaults_are_appended_unless_the_user_set_the_flag():
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    cpu_defaults.apply_xla_defaults(env)
+    cpu_defaults.apply_xla_defaults(env, avx512=False)
     assert env["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=8",
                                         "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"]
     env = {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution"}
-    cpu_defaults.apply_xla_defaults(env)
+    cpu_defaults.apply_xla_defaults(env, avx512=False)
     assert env["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution"
+    env = {}
+    cpu_defaults.apply_xla_defaults(env, avx512=True)
+    assert env["XLA_FLAGS"].split() == ["--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
+                                        "--xla_cpu_prefer_vector_width=512"]
+    env = {"XLA_FLAGS": "--xla_cpu_prefer_vector_width=256"}
+    cpu_defaults.apply_xla_defaults(env, avx512=True)
+    assert "--xla_cpu_prefer_vector_width=512" not in env["XLA_FLAGS"]
+
+
+def test_avx512_is_read_off_the_cpu_flags(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n\nprocessor\t: 1\n")
+    assert cpu_defaults.has_avx512(info)
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512_vnni_missing\n")
+    assert not cpu_defaults.has_avx512(info)
+    assert not cpu_defaults.has_avx512(tmp_path / "absent")
