@@ -198,7 +198,7 @@ def _per_image(fn, y, masks=None, **kw):
 
 
 def _psf(std):
-    k = np.asarray(degrade.gaussian_kernel(std))
+    k = degrade.gaussian_kernel(std)
     return np.outer(k, k)
 
 

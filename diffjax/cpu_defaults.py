@@ -43,7 +43,9 @@ def apply_xla_defaults(env=os.environ, avx512: bool | None = None) -> None:
     """Append each default to `XLA_FLAGS` unless the user set that flag already (`avx512`: default, this CPU's)."""
     flags = env.get("XLA_FLAGS", "")
     present = {f.split("=")[0] for f in flags.split()}
-    defaults = {**XLA_DEFAULTS, **(AVX512_DEFAULTS if (has_avx512() if avx512 is None else avx512) else {})}
+    if avx512 is None:
+        avx512 = has_avx512()
+    defaults = {**XLA_DEFAULTS, **(AVX512_DEFAULTS if avx512 else {})}
     extra = [f"{k}={v}" for k, v in defaults.items() if k not in present]
     if extra:
         env["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
