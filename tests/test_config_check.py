@@ -10,7 +10,8 @@ SHIPPED = sorted(m.name for m in pkgutil.iter_modules(experiments.configs.__path
 
 
 def test_every_shipped_config_is_listed():
-    assert {"mnist", "mnist_long", "tiny", "mnist_cond", "mnist_heat", "mnist_blur", "cifar10", "cifar10_heat"} <= set(SHIPPED)
+    assert {"mnist", "mnist_long", "tiny", "mnist_cond", "mnist_heat", "mnist_blur", "cifar10",
+            "cifar10_heat"} <= set(SHIPPED)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
