@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from diffjax.nn.dropout import dropout
+
 
 def timestep_embedding(t: jnp.ndarray, dim: int, max_period: float = 10000.0) -> jnp.ndarray:
     """Sinusoidal embedding (Vaswani et al. 2017): [sin(t w_k), cos(t w_k)], w_k = P^(-k/(d/2-1)).
@@ -98,7 +100,7 @@ class ResBlock(nnx.Module):
         self.conv1 = nnx.Conv(c_in, c_out, (3, 3), dtype=dtype, rngs=rngs)
         self.temb = nnx.Linear(temb_dim, c_out, dtype=dtype, rngs=rngs)
         self.norm2 = GroupNorm(c_out, num_groups=groups, rngs=rngs)
-        self.dropout = nnx.Dropout(dropout)
+        self.dropout_rate = dropout
         self.conv2 = nnx.Conv(c_out, c_out, (3, 3), dtype=dtype, rngs=rngs,
                               kernel_init=nnx.initializers.variance_scaling(1e-10, "fan_avg", "uniform"))
         self.skip = nnx.Conv(c_in, c_out, (1, 1), dtype=dtype, rngs=rngs) if c_in != c_out else None
@@ -107,7 +109,8 @@ class ResBlock(nnx.Module):
         h = self.conv1(self.norm1(x, silu=True))
         h = h + self.temb(nnx.silu(temb))[:, None, None, :]
         h = self.norm2(h, silu=True)
-        h = self.dropout(h, deterministic=not train, rngs=rngs)
+        if train and self.dropout_rate > 0:
+            h = dropout(h, self.dropout_rate, rngs.dropout())
         h = self.conv2(h)
         return (self.skip(x) if self.skip is not None else x) + h
 
