@@ -18,7 +18,7 @@ def test_threefry_equals_jax_hash():
 
 
 @pytest.mark.parametrize("shape, rate", [((4, 28, 28, 16), 0.1), ((3, 5, 7), 0.5), ((1000,), 0.3), ((17, 4), 0.9),
-                                         ((64,), 0.1234567)])
+                                         ((64,), 0.1234567), ((), 0.5)])
 @pytest.mark.parametrize("make_key", [jax.random.PRNGKey, jax.random.key,
                                       lambda s: jax.random.fold_in(jax.random.key(s), 7)])
 def test_mask_equals_flax_dropout_bit_for_bit(shape, rate, make_key):

@@ -39,7 +39,7 @@ def threefry2x32(k0, k1, x0, x1):
 
 def _flat_index(shape) -> jnp.ndarray:
     """Row-major index of every element of `shape` as uint32, built per axis so it shards like the data."""
-    strides = np.cumprod((1,) + tuple(shape[:0:-1]))[::-1]
+    strides = np.cumprod((1,) + tuple(shape[:0:-1]))[::-1][:len(shape)]   # none for a scalar
     index = jnp.zeros(shape, jnp.uint32)
     for axis, stride in enumerate(strides):
         index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * np.uint32(stride)
