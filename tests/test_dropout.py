@@ -5,9 +5,9 @@ import pytest
 from flax import nnx
 from jax.extend.random import threefry_2x32
 
-from diffjax.parallel import batch_sharded, make_mesh
 from diffjax.nn.dropout import dropout, threefry2x32
 from diffjax.nn.layers import ResBlock
+from diffjax.parallel import batch_sharded, make_mesh
 
 
 def test_threefry_equals_jax_hash():
