@@ -1,5 +1,6 @@
 """What every entry point shares: config flags, logging, and one-line errors instead of tracebacks."""
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -47,4 +48,7 @@ def run(main) -> None:
             print(str(e) or "interrupted", file=sys.stderr)
             sys.exit(130)
 
+    # Everything is imported: the garbage collector's full collections no longer walk the objects of jax, flax,
+    # Orbax and TensorFlow (a tiny training run that checkpoints every step: 3.3 -> 1.8 s of collections).
+    gc.freeze()
     app.run(wrapped, flags_parser=_parse_flags)

@@ -1,5 +1,6 @@
 """Every test process simulates 8 CPU devices, so the data-parallel paths run for real."""
 
+import gc
 import os
 
 # The suite compiles some hundred programs that each run for milliseconds, so compiling is most of its time:
@@ -19,6 +20,15 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 from experiments.configs import tiny  # noqa: E402
+
+
+def pytest_collection_finish(session):
+    """Every test module is imported: move the objects of jax, flax, Orbax and the rest to the garbage
+    collector's permanent generation, so that its full collections no longer walk them (as `experiments.cli`
+    does), and collect less often: tracing makes millions of short-lived objects. Garbage collection in
+    test_train, test_samplers and test_restore in one process: 27.6 s -> 5.5 s."""
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 50)
 
 
 @pytest.fixture(scope="session")
