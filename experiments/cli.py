@@ -48,7 +48,7 @@ def run(main) -> None:
             print(str(e) or "interrupted", file=sys.stderr)
             sys.exit(130)
 
-    # Everything is imported: the garbage collector's full collections no longer walk the objects of jax, flax,
-    # Orbax and TensorFlow (a tiny training run that checkpoints every step: 3.3 -> 1.8 s of collections).
+    # Everything is imported: the garbage collector's full collections no longer walk the objects of jax, flax
+    # and Orbax (a tiny training run that checkpoints every step: 3.3 -> 1.8 s of collections).
     gc.freeze()
     app.run(wrapped, flags_parser=_parse_flags)

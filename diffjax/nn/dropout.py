@@ -2,8 +2,8 @@
 
 jax.random draws its bits with the Threefry-2x32 hash (Salmon et al. 2011), which jax lowers on CPU as a
 5-iteration loop over whole arrays: every iteration writes the state to memory, and the mask of one
-[128, 28, 28, 64] activation took 155 ms, about 20 times the cost of the multiply it gates (7.5 ms here). Here the same 20
-rounds are written out, so XLA fuses hash, threshold and select into one elementwise kernel. The mask is
+[128, 28, 28, 64] activation took 155 ms, about 20 times the cost of the multiply it gates. Here the same 20
+rounds are written out, so XLA fuses hash, threshold and select into one elementwise kernel (7.5 ms). The mask is
 bit-for-bit the one `nnx.Dropout` draws from the same key, so training gives the same numbers, faster.
 """
 
