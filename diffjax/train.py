@@ -95,12 +95,13 @@ def load_config(workdir) -> ml_collections.ConfigDict:
 
 
 def restore_ema(workdir, mesh=None):
-    """Restores a run's EMA parameters. Returns (cfg, graphdef, ema_params, step)."""
+    """Restores a run's EMA parameters (and reads nothing else of the train state). Returns (cfg, graphdef,
+    ema_params, step)."""
     cfg = load_config(workdir)
     graphdef, abstract = abstract_state(cfg)
     mesh = mesh or parallel.make_mesh()
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(mesh)),
-                            abstract._asdict())
+                            {"ema_params": abstract.ema_params, "step": abstract.step})
     mngr = checkpoint.manager(workdir, create=False)
     try:
         state = checkpoint.restore(mngr, abstract)

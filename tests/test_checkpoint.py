@@ -89,6 +89,29 @@ def test_no_intact_step_is_one_clear_error(run_dir, tmp_path, corrupt):
         _restore(workdir, cfg)
 
 
+def test_restoring_the_ema_reads_a_part_of_the_step_and_still_verifies_all_of_it(run_dir, tmp_path, caplog,
+                                                                                monkeypatch):
+    """`restore_ema` asks Orbax for the EMA parameters and the step only: equal to the full restore's, replicated
+    on every device (a target without shardings lands on the first device); a damaged file of the step is still
+    caught by its manifest, and the restore falls back."""
+    cfg, src = run_dir
+    full = _restore(src, cfg)
+    assert full["step"].sharding == jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    asked, orbax_restore = [], ocp.CheckpointManager.restore
+    monkeypatch.setattr(ocp.CheckpointManager, "restore",
+                        lambda self, s, args: asked.append(sorted(args.item)) or orbax_restore(self, s, args=args))
+    _, _, ema, step = train.restore_ema(src)
+    assert step == 4 and asked == [["ema_params", "step"]]
+    jax.tree.map(np.testing.assert_array_equal, ema, full["ema_params"])
+    assert all(a.sharding.device_set == set(jax.devices()) for a in jax.tree.leaves(ema))
+    workdir = tmp_path / "run"
+    shutil.copytree(src, workdir)
+    _flip_bytes(workdir / "checkpoints" / "4")
+    _, _, ema, step = train.restore_ema(workdir)
+    assert step == 2 and any("checkpoints/4 is damaged" in r.getMessage() for r in caplog.records)
+    jax.tree.map(np.testing.assert_array_equal, ema, _restore(src, cfg, step=2)["ema_params"])
+
+
 def test_a_step_without_manifest_still_loads_with_a_note(run_dir, tmp_path, caplog):
     cfg, src = run_dir
     workdir = tmp_path / "run"
