@@ -112,6 +112,16 @@ def test_restoring_the_ema_reads_a_part_of_the_step_and_still_verifies_all_of_it
     jax.tree.map(np.testing.assert_array_equal, ema, _restore(src, cfg, step=2)["ema_params"])
 
 
+@pytest.mark.parametrize("asked", [{"ema_params": {"extra": (3,)}}, {"step": (2,)}], ids=["extra_leaf", "shape"])
+def test_a_part_the_step_does_not_hold_is_one_clear_error(run_dir, asked):
+    """Asking for an array the step lacks, or for another shape, is an error, never a placeholder."""
+    cfg, src = run_dir
+    target = jax.tree.map(lambda shape: jax.ShapeDtypeStruct(shape, np.float32), asked,
+                          is_leaf=lambda x: isinstance(x, tuple))
+    with checkpoint.manager(src, create=False) as mngr, pytest.raises(checkpoint.CheckpointError, match="step 4"):
+        checkpoint.restore(mngr, target, step=4)
+
+
 def test_a_step_without_manifest_still_loads_with_a_note(run_dir, tmp_path, caplog):
     cfg, src = run_dir
     workdir = tmp_path / "run"
