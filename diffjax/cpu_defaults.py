@@ -13,10 +13,13 @@ own arena maps any block over 64 MB, whatever M_MMAP_MAX says), so every step fa
 again: 850,000 page faults per reference step, and an elementwise fusion over fresh pages runs 4x
 slower than over reused ones. One arena, no mmap and no trimming (mallopt M_ARENA_MAX = 1,
 M_MMAP_MAX = 0, M_TRIM_THRESHOLD = -1) keep the freed buffers for the next step: no page faults
-after the first. The price: the process keeps its peak heap until it exits. It reaches only
+after the first. The price: the process keeps its peak heap until it exits, and with one arena the
+worker threads' many small aligned allocations (oneDNN's GEMM workspace, 71,000 per reference step)
+search a fragmented heap: 5-6% of the step's CPU time in glibc's `_int_malloc`. It reaches only
 threads that have not allocated yet, so import diffjax before running JAX computations. Skipped
-off glibc, when the user configures malloc (`MALLOC_*` or `GLIBC_TUNABLES` in the environment),
-and with `DIFFJAX_TUNE_MALLOC=0`.
+off glibc, when the user configures malloc (`MALLOC_*` or `GLIBC_TUNABLES` in the environment) or
+preloads another allocator (a `*malloc*` library in `LD_PRELOAD`, e.g. tcmalloc, which avoids both
+costs: README, CPU speed), and with `DIFFJAX_TUNE_MALLOC=0`.
 """
 
 import ctypes
@@ -51,10 +54,16 @@ def apply_xla_defaults(env=os.environ, avx512: bool | None = None) -> None:
         env["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
 
 
+def preloaded_allocator(env=os.environ) -> str | None:
+    """The malloc library that `LD_PRELOAD` puts in place of glibc's (tcmalloc, jemalloc, ...), if any."""
+    entries = env.get("LD_PRELOAD", "").replace(":", " ").split()
+    return next((e for e in entries if "malloc" in os.path.basename(e)), None)
+
+
 def tune_malloc(env=os.environ) -> bool:
     """Set glibc's malloc to keep and reuse freed large blocks (see above); True if it was set."""
     if (sys.platform != "linux" or env.get("DIFFJAX_TUNE_MALLOC", "1") == "0" or "GLIBC_TUNABLES" in env
-            or any(k.startswith("MALLOC_") for k in env)):
+            or any(k.startswith("MALLOC_") for k in env) or preloaded_allocator(env)):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"))

@@ -14,7 +14,9 @@ import numpy as np
 
 from diffjax import data, gaussian, heat, images, schedules
 
-SAMPLERS = {"gaussian": ("ddim", "ddpm", "dpmpp_2m", "dpmpp_3m", "heun"), "blurring": ("blurring",), "ihdm": ("ihdm",)}  # the default first
+# Each process's samplers, its default first.
+SAMPLERS = {"gaussian": ("ddim", "ddpm", "dpmpp_2m", "dpmpp_3m", "heun"), "blurring": ("blurring",),
+            "ihdm": ("ihdm",)}
 PRIOR_FILE = "prior.npz"
 
 

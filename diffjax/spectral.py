@@ -32,7 +32,10 @@ def blur_eigenvalues(std: float, h: int, w: int) -> jnp.ndarray:
     lam(k) lam(l), lam(k) = k_0 + 2 sum_{j>=1} k_j cos(pi k j / N) (exact for r < N). [H, W]."""
     taps = degrade.gaussian_kernel(std).astype(np.float64)
     r = (len(taps) - 1) // 2
-    lam = lambda n: taps[r] + 2 * sum(taps[r + j] * np.cos(np.pi * np.arange(n) * j / n) for j in range(1, r + 1))  # noqa
+
+    def lam(n):
+        return taps[r] + 2 * sum(taps[r + j] * np.cos(np.pi * np.arange(n) * j / n) for j in range(1, r + 1))
+
     return jnp.asarray(np.outer(lam(h), lam(w)), jnp.float32)
 
 

@@ -5,9 +5,12 @@ and glibc read their settings once): the jitted train step (images/s, XLA's FLOP
 GFLOP/s), DDIM sampling (images/s), this machine's f32 matmul peak and the step's fraction of
 it, and jitted Perona-Malik diffusion (1000 MNIST-sized images x 50 steps, images/s).
 Settings (`diffjax.cpu_defaults`): the project's defaults (YNNPACK off for single convolutions,
-malloc reusing freed buffers), the same with glibc's default malloc, and XLA's and glibc's own.
+malloc reusing freed buffers), the same with glibc's default malloc, XLA's and glibc's own, and,
+where the library is installed (Debian: libtcmalloc-minimal4), the project's XLA flags with tcmalloc
+preloaded in place of glibc's malloc.
 """
 
+import ctypes.util
 import json
 import os
 import subprocess
@@ -32,6 +35,12 @@ SETTINGS = {  # name: (XLA flags appended, environment)
     "XLA and glibc default": ("--xla_cpu_experimental_ynn_fusion_type=+individual_convolution "
                               "--xla_cpu_prefer_vector_width=256", {"DIFFJAX_TUNE_MALLOC": "0"}),
 }
+
+
+def settings(find_library=ctypes.util.find_library) -> dict:
+    """SETTINGS, plus tcmalloc preloaded (`LD_PRELOAD`) when this machine has the library."""
+    tcmalloc = find_library("tcmalloc_minimal")
+    return {**SETTINGS, **({"tcmalloc": ("", {"LD_PRELOAD": tcmalloc})} if tcmalloc else {})}
 
 
 def _best_time(fn, reps: int) -> float:
@@ -115,7 +124,7 @@ def _worker(f) -> None:
     result = measure(cfg, f.steps, f.sample_batch, f.sample_steps)
     result.update(matmul_peak_gflops=peak, fraction_of_peak=result["achieved_gflops"] / peak,
                   perona_malik_images_per_s=perona_malik_images_per_s(), xla_flags=os.environ.get("XLA_FLAGS", ""),
-                  malloc_tuned=cpu_defaults.tune_malloc())
+                  malloc_tuned=cpu_defaults.tune_malloc(), allocator=cpu_defaults.preloaded_allocator() or "glibc")
     print("BENCH " + json.dumps(result))
 
 
@@ -136,7 +145,7 @@ def main(argv):
     if f.worker:
         return _worker(f)
     results = {}
-    for name, (xla_flags, extra_env) in SETTINGS.items():
+    for name, (xla_flags, extra_env) in settings().items():
         env = dict(os.environ, XLA_FLAGS=" ".join([os.environ.get("XLA_FLAGS", ""), xla_flags]).strip(), **extra_env)
         args = [a for a in sys.argv[1:] if not a.startswith("--out")] + ["--worker"]
         p = subprocess.run([sys.executable, "-m", "experiments.bench", *args], env=env, capture_output=True,

@@ -84,3 +84,22 @@ def test_avx512_is_read_off_the_cpu_flags(tmp_path):
     info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512_vnni_missing\n")
     assert not cpu_defaults.has_avx512(info)
     assert not cpu_defaults.has_avx512(tmp_path / "absent")
+
+
+def test_a_preloaded_allocator_is_named_and_left_untuned():
+    tc = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+    assert cpu_defaults.preloaded_allocator({"LD_PRELOAD": tc}) == tc
+    assert cpu_defaults.preloaded_allocator({"LD_PRELOAD": f"libfoo.so:{tc}"}) == tc
+    assert cpu_defaults.preloaded_allocator({"LD_PRELOAD": "libjemalloc.so.2 libbar.so"}) == "libjemalloc.so.2"
+    assert cpu_defaults.preloaded_allocator({"LD_PRELOAD": "/opt/malloc_hooks/libbar.so"}) is None
+    assert cpu_defaults.preloaded_allocator({}) is None
+    assert not cpu_defaults.tune_malloc({"LD_PRELOAD": tc})
+
+
+def test_the_bench_measures_tcmalloc_only_where_it_is_installed():
+    from experiments import bench
+
+    assert bench.settings(lambda name: None) == bench.SETTINGS
+    found = bench.settings(lambda name: "libtcmalloc_minimal.so.4" if name == "tcmalloc_minimal" else None)
+    assert found["tcmalloc"] == ("", {"LD_PRELOAD": "libtcmalloc_minimal.so.4"})
+    assert {k: found[k] for k in bench.SETTINGS} == bench.SETTINGS
