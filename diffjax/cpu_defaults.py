@@ -18,8 +18,12 @@ worker threads' many small aligned allocations (oneDNN's GEMM workspace, 71,000 
 search a fragmented heap: 5-6% of the step's CPU time in glibc's `_int_malloc`. It reaches only
 threads that have not allocated yet, so import diffjax before running JAX computations. Skipped
 off glibc, when the user configures malloc (`MALLOC_*` or `GLIBC_TUNABLES` in the environment) or
-preloads another allocator (a `*malloc*` library in `LD_PRELOAD`, e.g. tcmalloc, which avoids both
-costs: README, CPU speed), and with `DIFFJAX_TUNE_MALLOC=0`.
+preloads another allocator (a `*malloc*` library in `LD_PRELOAD`), and with `DIFFJAX_TUNE_MALLOC=0`.
+
+tcmalloc avoids both costs, but a preloaded library takes effect only when a process starts: where it is
+installed (Debian: libtcmalloc-minimal4), the entry points restart themselves once with it in `LD_PRELOAD`
+(`restart_with_tcmalloc`; `DIFFJAX_TCMALLOC=0` turns this off). Reference train step and DDIM-50 after it, on a
+2-core AVX-512 EPYC: 20.8 -> 22.0 and 1.1 -> 1.5 images/s (README, CPU speed).
 """
 
 import ctypes
@@ -27,6 +31,7 @@ import ctypes.util
 import os
 import sys
 
+TCMALLOC = "tcmalloc_minimal"
 XLA_DEFAULTS = {"--xla_cpu_experimental_ynn_fusion_type": "-individual_convolution"}
 AVX512_DEFAULTS = {"--xla_cpu_prefer_vector_width": "512"}
 # mallopt parameters (glibc malloc.h): M_ARENA_MAX, M_MMAP_MAX, M_TRIM_THRESHOLD (-1: never trim).
@@ -73,6 +78,30 @@ def tune_malloc(env=os.environ) -> bool:
     return all(libc.mallopt(param, value) == 1 for param, value in MALLOPT_DEFAULTS)
 
 
+def tcmalloc_to_preload(env=os.environ, find_library=ctypes.util.find_library) -> str | None:
+    """tcmalloc's library if this process should restart with it preloaded: on Linux where it is installed,
+    unless `DIFFJAX_TCMALLOC=0`, another allocator is preloaded, or it is in `LD_PRELOAD` already."""
+    if sys.platform != "linux" or env.get("DIFFJAX_TCMALLOC", "1") == "0" or preloaded_allocator(env):
+        return None
+    lib = find_library(TCMALLOC)
+    return lib if lib and lib not in env.get("LD_PRELOAD", "").replace(":", " ").split() else None
+
+
+def restart_with_tcmalloc(env=os.environ, find_library=ctypes.util.find_library) -> None:
+    """Replaces this process by the same command (`sys.orig_argv`) with `tcmalloc_to_preload()` appended to
+    `LD_PRELOAD`, saying so on stderr; returns if there is nothing to preload. Call it before any work starts."""
+    lib = tcmalloc_to_preload(env, find_library)
+    if lib:
+        print(f"diffjax: restarting with {lib} preloaded, faster than glibc's malloc for XLA:CPU "
+              "(DIFFJAX_TCMALLOC=0 turns this off)", file=sys.stderr, flush=True)
+        preload = " ".join([env.get("LD_PRELOAD", ""), lib]).strip()
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**env, "LD_PRELOAD": preload})
+
+
+malloc_tuned = False  # whether `apply_defaults` tuned glibc's malloc in this process
+
+
 def apply_defaults(env=os.environ) -> None:
+    global malloc_tuned
     apply_xla_defaults(env)
-    tune_malloc(env)
+    malloc_tuned = tune_malloc(env)

@@ -4,10 +4,9 @@ For the named config it measures, in one run per CPU setting (a subprocess each,
 and glibc read their settings once): the jitted train step (images/s, XLA's FLOP count,
 GFLOP/s), DDIM sampling (images/s), this machine's f32 matmul peak and the step's fraction of
 it, and jitted Perona-Malik diffusion (1000 MNIST-sized images x 50 steps, images/s).
-Settings (`diffjax.cpu_defaults`): the project's defaults (YNNPACK off for single convolutions,
-malloc reusing freed buffers), the same with glibc's default malloc, XLA's and glibc's own, and,
-where the library is installed (Debian: libtcmalloc-minimal4), the project's XLA flags with tcmalloc
-preloaded in place of glibc's malloc.
+Settings (`diffjax.cpu_defaults`): the project's defaults (YNNPACK off for single convolutions; tcmalloc
+preloaded where it is installed, else glibc's malloc tuned to reuse freed buffers), the tuned glibc malloc
+where tcmalloc would be the default, glibc's default malloc, and XLA's and glibc's own defaults.
 """
 
 import ctypes.util
@@ -19,6 +18,7 @@ import time
 
 from absl import flags
 
+from diffjax import cpu_defaults
 from experiments import cli
 
 flags.DEFINE_string("config", "reference", "config name in experiments/configs (mnist, cifar10, reference, ...)")
@@ -29,18 +29,21 @@ flags.DEFINE_integer("sample_steps", 50, "DDIM steps", lower_bound=1)
 flags.DEFINE_string("out", "checkpoints/bench/bench.json", "where to write the numbers")
 flags.DEFINE_bool("worker", False, "internal: measure in this process and print JSON")
 
+GLIBC = {"DIFFJAX_TCMALLOC": "0", "DIFFJAX_TUNE_MALLOC": "0"}
 SETTINGS = {  # name: (XLA flags appended, environment)
     "project default": ("", {}),
-    "glibc malloc": ("", {"DIFFJAX_TUNE_MALLOC": "0"}),
+    "glibc malloc": ("", GLIBC),
     "XLA and glibc default": ("--xla_cpu_experimental_ynn_fusion_type=+individual_convolution "
-                              "--xla_cpu_prefer_vector_width=256", {"DIFFJAX_TUNE_MALLOC": "0"}),
+                              "--xla_cpu_prefer_vector_width=256", GLIBC),
 }
 
 
 def settings(find_library=ctypes.util.find_library) -> dict:
-    """SETTINGS, plus tcmalloc preloaded (`LD_PRELOAD`) when this machine has the library."""
-    tcmalloc = find_library("tcmalloc_minimal")
-    return {**SETTINGS, **({"tcmalloc": ("", {"LD_PRELOAD": tcmalloc})} if tcmalloc else {})}
+    """SETTINGS, plus the tuned glibc malloc where the default preloads tcmalloc (the library is installed)."""
+    if not find_library(cpu_defaults.TCMALLOC):
+        return SETTINGS
+    default, *rest = SETTINGS.items()
+    return dict([default, ("tuned glibc malloc", ("", {"DIFFJAX_TCMALLOC": "0"})), *rest])
 
 
 def _best_time(fn, reps: int) -> float:
@@ -115,8 +118,6 @@ def perona_malik_images_per_s(num: int = 1000, steps: int = 50) -> float:
 def _worker(f) -> None:
     import importlib
 
-    from diffjax import cpu_defaults
-
     cfg = importlib.import_module(f"experiments.configs.{f.config}").get_config()
     if f.batch_size:
         cfg.train.batch_size = f.batch_size
@@ -124,16 +125,17 @@ def _worker(f) -> None:
     result = measure(cfg, f.steps, f.sample_batch, f.sample_steps)
     result.update(matmul_peak_gflops=peak, fraction_of_peak=result["achieved_gflops"] / peak,
                   perona_malik_images_per_s=perona_malik_images_per_s(), xla_flags=os.environ.get("XLA_FLAGS", ""),
-                  malloc_tuned=cpu_defaults.tune_malloc(), allocator=cpu_defaults.preloaded_allocator() or "glibc")
+                  malloc_tuned=cpu_defaults.malloc_tuned, allocator=cpu_defaults.preloaded_allocator() or "glibc")
     print("BENCH " + json.dumps(result))
 
 
 def _table(config: str, results: dict) -> str:
-    rows = ["| setting | train img/s | GFLOP/step | GFLOP/s | matmul peak GFLOP/s | fraction of peak | "
+    rows = ["| setting | allocator | train img/s | GFLOP/step | GFLOP/s | matmul peak GFLOP/s | fraction of peak | "
             f"DDIM-{next(iter(results.values()))['ddim_steps']} img/s | Perona-Malik img/s (50 steps) |",
-            "|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
-        rows.append(f"| {name} | {r['train_images_per_s']:.1f} | {r['flops_per_step'] / 1e9:.1f} | "
+        allocator = "glibc, tuned" if r["malloc_tuned"] else os.path.basename(r["allocator"])
+        rows.append(f"| {name} | {allocator} | {r['train_images_per_s']:.1f} | {r['flops_per_step'] / 1e9:.1f} | "
                     f"{r['achieved_gflops']:.1f} | {r['matmul_peak_gflops']:.1f} | {r['fraction_of_peak']:.3f} | "
                     f"{r['ddim_images_per_s']:.1f} | {r['perona_malik_images_per_s']:.0f} |")
     return f"config {config}, batch {next(iter(results.values()))['batch_size']}\n" + "\n".join(rows)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
-from diffjax import checkpoint, data, parallel, train
+from diffjax import checkpoint, cpu_defaults, data, parallel, train
 
 CONFIGS = Path(__file__).parent / "configs"
 USER_ERRORS = (ValueError, checkpoint.CheckpointError, data.DataUnavailableError, train.NonFiniteLossError)
@@ -30,7 +30,9 @@ def _parse_flags(argv):
 
 
 def run(main) -> None:
-    """absl `app.run(main)`, turning bad flags, the project's user errors and Ctrl-C into one line on stderr."""
+    """absl `app.run(main)`, turning bad flags, the project's user errors and Ctrl-C into one line on stderr.
+    Where tcmalloc is installed, the process first restarts itself with it preloaded (`diffjax.cpu_defaults`)."""
+    cpu_defaults.restart_with_tcmalloc()
 
     def wrapped(argv):
         logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO

@@ -86,20 +86,61 @@ def test_avx512_is_read_off_the_cpu_flags(tmp_path):
     assert not cpu_defaults.has_avx512(tmp_path / "absent")
 
 
+TC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+
+
+def _installed(name):
+    return TC if name == cpu_defaults.TCMALLOC else None
+
+
 def test_a_preloaded_allocator_is_named_and_left_untuned():
-    tc = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
-    assert cpu_defaults.preloaded_allocator({"LD_PRELOAD": tc}) == tc
-    assert cpu_defaults.preloaded_allocator({"LD_PRELOAD": f"libfoo.so:{tc}"}) == tc
+    assert cpu_defaults.preloaded_allocator({"LD_PRELOAD": TC}) == TC
+    assert cpu_defaults.preloaded_allocator({"LD_PRELOAD": f"libfoo.so:{TC}"}) == TC
     assert cpu_defaults.preloaded_allocator({"LD_PRELOAD": "libjemalloc.so.2 libbar.so"}) == "libjemalloc.so.2"
     assert cpu_defaults.preloaded_allocator({"LD_PRELOAD": "/opt/malloc_hooks/libbar.so"}) is None
     assert cpu_defaults.preloaded_allocator({}) is None
-    assert not cpu_defaults.tune_malloc({"LD_PRELOAD": tc})
+    assert not cpu_defaults.tune_malloc({"LD_PRELOAD": TC})
 
 
-def test_the_bench_measures_tcmalloc_only_where_it_is_installed():
+@pytest.mark.skipif(sys.platform != "linux", reason="LD_PRELOAD is Linux's")
+def test_tcmalloc_is_preloaded_where_installed_unless_turned_off_or_another_allocator_is_preloaded():
+    assert cpu_defaults.tcmalloc_to_preload({}, _installed) == TC
+    assert cpu_defaults.tcmalloc_to_preload({"LD_PRELOAD": "libfoo.so"}, _installed) == TC
+    assert cpu_defaults.tcmalloc_to_preload({}, lambda name: None) is None  # not installed
+    assert cpu_defaults.tcmalloc_to_preload({"DIFFJAX_TCMALLOC": "0"}, _installed) is None
+    assert cpu_defaults.tcmalloc_to_preload({"LD_PRELOAD": TC}, _installed) is None  # restarted already
+    assert cpu_defaults.tcmalloc_to_preload({"LD_PRELOAD": "libjemalloc.so.2"}, _installed) is None
+
+
+# An entry point whose "tcmalloc" is glibc's own libc.so.6 (preloading it changes nothing): it must restart once
+# with the library appended to LD_PRELOAD, say so on stderr, and then run its main.
+RESTART = r"""
+import ctypes.util, os, sys
+find = ctypes.util.find_library
+ctypes.util.find_library = lambda name: "libc.so.6" if name == "tcmalloc_minimal" else find(name)
+from experiments import cli
+cli.run(lambda argv: print("main", argv[1:], os.environ["LD_PRELOAD"]))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="LD_PRELOAD is Linux's")
+def test_an_entry_point_restarts_once_with_tcmalloc_preloaded_and_the_same_arguments():
+    env = {k: v for k, v in os.environ.items() if k not in ("DIFFJAX_TCMALLOC", "LD_PRELOAD")}
+    p = subprocess.run([sys.executable, "-c", RESTART, "extra"], env={**env, "LD_PRELOAD": "libm.so.6"},
+                       capture_output=True, text=True, check=True)
+    assert p.stdout.splitlines() == ["main ['extra'] libm.so.6 libc.so.6"]
+    assert p.stderr.count("restarting with libc.so.6 preloaded") == 1
+    off = subprocess.run([sys.executable, "-c", RESTART], env={**env, "DIFFJAX_TCMALLOC": "0", "LD_PRELOAD": "x"},
+                         capture_output=True, text=True, check=True)
+    assert off.stdout.splitlines() == ["main [] x"] and "restarting" not in off.stderr
+
+
+def test_the_bench_compares_tcmalloc_with_the_tuned_glibc_malloc_only_where_it_is_installed():
     from experiments import bench
 
     assert bench.settings(lambda name: None) == bench.SETTINGS
-    found = bench.settings(lambda name: "libtcmalloc_minimal.so.4" if name == "tcmalloc_minimal" else None)
-    assert found["tcmalloc"] == ("", {"LD_PRELOAD": "libtcmalloc_minimal.so.4"})
+    found = bench.settings(_installed)
+    assert list(found) == ["project default", "tuned glibc malloc", *list(bench.SETTINGS)[1:]]
+    assert found["tuned glibc malloc"] == ("", {"DIFFJAX_TCMALLOC": "0"})
     assert {k: found[k] for k in bench.SETTINGS} == bench.SETTINGS
+    assert all(env.get("DIFFJAX_TCMALLOC") == "0" for name, (_, env) in found.items() if name != "project default")
