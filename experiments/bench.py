@@ -46,6 +46,17 @@ def settings(find_library=ctypes.util.find_library) -> dict:
     return dict([default, ("tuned glibc malloc", ("", {"DIFFJAX_TCMALLOC": "0"})), *rest])
 
 
+def worker_env(xla_flags: str, extra_env: dict, base=os.environ) -> dict:
+    """The environment of one setting's worker: `base` with `xla_flags` appended and `extra_env`; a setting with
+    `DIFFJAX_TCMALLOC=0` also drops the malloc library that this process (restarted with tcmalloc) or the user
+    preloaded, so that its worker runs on glibc's malloc."""
+    env = dict(base, XLA_FLAGS=" ".join([base.get("XLA_FLAGS", ""), xla_flags]).strip(), **extra_env)
+    if env.get("DIFFJAX_TCMALLOC") == "0" and cpu_defaults.preloaded_allocator(env):
+        kept = [e for e in env["LD_PRELOAD"].replace(":", " ").split() if e != cpu_defaults.preloaded_allocator(env)]
+        env["LD_PRELOAD"] = " ".join(kept)
+    return env
+
+
 def _best_time(fn, reps: int) -> float:
     """Best wall time of `reps` calls of fn (which must block until its result is ready)."""
     best = float("inf")
@@ -148,7 +159,7 @@ def main(argv):
         return _worker(f)
     results = {}
     for name, (xla_flags, extra_env) in settings().items():
-        env = dict(os.environ, XLA_FLAGS=" ".join([os.environ.get("XLA_FLAGS", ""), xla_flags]).strip(), **extra_env)
+        env = worker_env(xla_flags, extra_env)
         args = [a for a in sys.argv[1:] if not a.startswith("--out")] + ["--worker"]
         p = subprocess.run([sys.executable, "-m", "experiments.bench", *args], env=env, capture_output=True,
                            text=True)

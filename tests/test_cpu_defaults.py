@@ -144,3 +144,13 @@ def test_the_bench_compares_tcmalloc_with_the_tuned_glibc_malloc_only_where_it_i
     assert found["tuned glibc malloc"] == ("", {"DIFFJAX_TCMALLOC": "0"})
     assert {k: found[k] for k in bench.SETTINGS} == bench.SETTINGS
     assert all(env.get("DIFFJAX_TCMALLOC") == "0" for name, (_, env) in found.items() if name != "project default")
+
+
+def test_the_bench_runs_its_glibc_settings_without_the_preloaded_allocator():
+    from experiments import bench
+
+    base = {"LD_PRELOAD": f"libfoo.so {TC}", "XLA_FLAGS": "--a=1"}
+    default, tuned = bench.worker_env("", {}, base), bench.worker_env("--b=2", {"DIFFJAX_TCMALLOC": "0"}, base)
+    assert default["LD_PRELOAD"] == f"libfoo.so {TC}" and default["XLA_FLAGS"] == "--a=1"
+    assert tuned["LD_PRELOAD"] == "libfoo.so" and tuned["XLA_FLAGS"] == "--a=1 --b=2"
+    assert cpu_defaults.preloaded_allocator(tuned) is None  # so the worker tunes glibc's malloc
