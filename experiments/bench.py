@@ -51,9 +51,9 @@ def worker_env(xla_flags: str, extra_env: dict, base=os.environ) -> dict:
     `DIFFJAX_TCMALLOC=0` also drops the malloc library that this process (restarted with tcmalloc) or the user
     preloaded, so that its worker runs on glibc's malloc."""
     env = dict(base, XLA_FLAGS=" ".join([base.get("XLA_FLAGS", ""), xla_flags]).strip(), **extra_env)
-    if env.get("DIFFJAX_TCMALLOC") == "0" and cpu_defaults.preloaded_allocator(env):
-        kept = [e for e in env["LD_PRELOAD"].replace(":", " ").split() if e != cpu_defaults.preloaded_allocator(env)]
-        env["LD_PRELOAD"] = " ".join(kept)
+    preloaded = cpu_defaults.preloaded_allocator(env)
+    if env.get("DIFFJAX_TCMALLOC") == "0" and preloaded:
+        env["LD_PRELOAD"] = " ".join(e for e in env["LD_PRELOAD"].replace(":", " ").split() if e != preloaded)
     return env
 
 
