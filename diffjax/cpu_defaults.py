@@ -60,10 +60,14 @@ def apply_xla_defaults(env=os.environ, avx512: bool | None = None) -> None:
         env["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
 
 
+def preload_entries(env=os.environ) -> list[str]:
+    """The libraries in `LD_PRELOAD` (separated by spaces or colons, as ld.so reads it)."""
+    return env.get("LD_PRELOAD", "").replace(":", " ").split()
+
+
 def preloaded_allocator(env=os.environ) -> str | None:
     """The malloc library that `LD_PRELOAD` puts in place of glibc's (tcmalloc, jemalloc, ...), if any."""
-    entries = env.get("LD_PRELOAD", "").replace(":", " ").split()
-    return next((e for e in entries if "malloc" in os.path.basename(e)), None)
+    return next((e for e in preload_entries(env) if "malloc" in os.path.basename(e)), None)
 
 
 def tune_malloc(env=os.environ) -> bool:
@@ -85,7 +89,7 @@ def tcmalloc_to_preload(env=os.environ, find_library=ctypes.util.find_library) -
     if sys.platform != "linux" or env.get("DIFFJAX_TCMALLOC", "1") == "0" or preloaded_allocator(env):
         return None
     lib = find_library(TCMALLOC)
-    return lib if lib and lib not in env.get("LD_PRELOAD", "").replace(":", " ").split() else None
+    return lib if lib and lib not in preload_entries(env) else None
 
 
 def restart_with_tcmalloc(env=os.environ, find_library=ctypes.util.find_library) -> None:
@@ -95,7 +99,7 @@ def restart_with_tcmalloc(env=os.environ, find_library=ctypes.util.find_library)
     if lib:
         print(f"diffjax: restarting with {lib} preloaded, faster than glibc's malloc for XLA:CPU "
               "(DIFFJAX_TCMALLOC=0 turns this off)", file=sys.stderr, flush=True)
-        preload = " ".join([env.get("LD_PRELOAD", ""), lib]).strip()
+        preload = " ".join([*preload_entries(env), lib])
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**env, "LD_PRELOAD": preload})
 
 

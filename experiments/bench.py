@@ -53,7 +53,7 @@ def worker_env(xla_flags: str, extra_env: dict, base=os.environ) -> dict:
     env = dict(base, XLA_FLAGS=" ".join([base.get("XLA_FLAGS", ""), xla_flags]).strip(), **extra_env)
     preloaded = cpu_defaults.preloaded_allocator(env)
     if env.get("DIFFJAX_TCMALLOC") == "0" and preloaded:
-        env["LD_PRELOAD"] = " ".join(e for e in env["LD_PRELOAD"].replace(":", " ").split() if e != preloaded)
+        env["LD_PRELOAD"] = " ".join(e for e in cpu_defaults.preload_entries(env) if e != preloaded)
     return env
 
 
