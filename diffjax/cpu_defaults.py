@@ -24,11 +24,11 @@ keeps its peak heap until it exits. Set it up before JAX's backend starts: impor
 off glibc, when the user configures malloc (`MALLOC_*` or `GLIBC_TUNABLES` in the environment) or
 preloads another allocator (a `*malloc*` library in `LD_PRELOAD`), and with `DIFFJAX_TUNE_MALLOC=0`.
 
-tcmalloc avoids both costs, but a preloaded library takes effect only when a process starts: where it is
-installed (Debian: libtcmalloc-minimal4), the entry points restart themselves once with it in `LD_PRELOAD`
-(`restart_with_tcmalloc`; `DIFFJAX_TCMALLOC=0` turns this off). On a 2-core AVX-512 EPYC against the tuned glibc
-malloc: the default MNIST run 3.90 -> 6.26 steps/s (one arena costs the small network more than its page faults
-did), the reference train step and DDIM-50 after it 20.8 -> 22.0 and 1.1 -> 1.5 images/s (README, CPU speed).
+tcmalloc, made for many threads, needs neither setting, but a preloaded library takes effect only when a process
+starts: where it is installed (Debian: libtcmalloc-minimal4), the entry points restart themselves once with it in
+`LD_PRELOAD` (`restart_with_tcmalloc`; `DIFFJAX_TCMALLOC=0` turns this off). On a 2-core AVX-512 EPYC against the
+tuned glibc malloc, one `experiments.bench` run each: the reference train step 22.9 -> 23.9 images/s, DDIM-50 after
+it 1.4 -> 1.5; the default MNIST config's train step 242.9 -> 241.2 (README, CPU speed).
 """
 
 import ctypes
