@@ -60,6 +60,18 @@ def test_tuned_malloc_reuses_freed_buffers_instead_of_faulting_fresh_pages_in():
     assert fresh(_faults(MALLOC_ARENA_MAX="4")) == 10  # the user's malloc settings win
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
+                    reason="glibc only")
+def test_the_tuning_runs_computations_on_the_calling_thread_and_opting_out_leaves_dispatch_asynchronous():
+    # the buffers of a computation come from the main arena only if it runs on the main thread (module docstring)
+    code = "import diffjax, jax; print(jax.config.values['jax_cpu_enable_async_dispatch'])"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    asynchronous = lambda **env: subprocess.run([sys.executable, "-c", code], env={**clean, **env}, text=True,  # noqa: E731
+                                                capture_output=True, check=True).stdout.strip()
+    assert asynchronous() == "False"
+    assert asynchronous(DIFFJAX_TUNE_MALLOC="0") == "True"
+
+
 def test_xla_defaults_are_appended_unless_the_user_set_the_flag():
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     cpu_defaults.apply_xla_defaults(env, avx512=False)
