@@ -43,15 +43,22 @@ print(*faults[-10:])
 """
 
 
-def _faults(**env):
+GLIBC_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
+                                reason="glibc only")
+
+
+def _run(code: str, **env) -> str:
+    """stdout of `python -c code` with `env` and none of this process's malloc settings."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
-    p = subprocess.run([sys.executable, "-c", FAULTS], env={**clean, **env}, capture_output=True, text=True,
-                       check=True)
-    return [int(n) for n in p.stdout.split()]
+    return subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
+                          check=True).stdout
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
-                    reason="glibc only")
+def _faults(**env):
+    return [int(n) for n in _run(FAULTS, **env).split()]
+
+
+@GLIBC_ONLY
 def test_tuned_malloc_reuses_freed_buffers_instead_of_faulting_fresh_pages_in():
     pages = 4096 * 4096 * 4 // os.sysconf("SC_PAGE_SIZE")
     fresh = lambda faults: sum(n >= 0.9 * pages for n in faults)  # noqa: E731  runs that mapped a new array
@@ -60,16 +67,12 @@ def test_tuned_malloc_reuses_freed_buffers_instead_of_faulting_fresh_pages_in():
     assert fresh(_faults(MALLOC_ARENA_MAX="4")) == 10  # the user's malloc settings win
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
-                    reason="glibc only")
+@GLIBC_ONLY
 def test_the_tuning_runs_computations_on_the_calling_thread_and_opting_out_leaves_dispatch_asynchronous():
     # the buffers of a computation come from the main arena only if it runs on the main thread (module docstring)
     code = "import diffjax, jax; print(jax.config.values['jax_cpu_enable_async_dispatch'])"
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
-    asynchronous = lambda **env: subprocess.run([sys.executable, "-c", code], env={**clean, **env}, text=True,  # noqa: E731
-                                                capture_output=True, check=True).stdout.strip()
-    assert asynchronous() == "False"
-    assert asynchronous(DIFFJAX_TUNE_MALLOC="0") == "True"
+    assert _run(code).strip() == "False"
+    assert _run(code, DIFFJAX_TUNE_MALLOC="0").strip() == "True"
 
 
 def test_xla_defaults_are_appended_unless_the_user_set_the_flag():
