@@ -16,13 +16,11 @@ thread's own arena maps any block over 64 MB whatever M_MMAP_MAX says, and JAX r
 a dispatch thread of its own. So the tuning also turns JAX's asynchronous CPU dispatch off
 (`jax_cpu_enable_async_dispatch`): a computation then runs on the calling thread, whose buffers come from
 the main arena, while XLA's worker threads keep their own arenas for their many small allocations (oneDNN's
-GEMM workspace, 71,000 per reference train step). Earlier, one arena for all threads (M_ARENA_MAX = 1)
-kept the buffers too, but those small allocations then searched a fragmented shared heap: on a 2-core
-AVX-512 EPYC the default MNIST run at 4.92 / 5.26 steps/s against 7.11 / 7.07 now, DDIM-50 after 4
-reference train steps 1.31 / 1.27 against 1.52 / 1.47 images/s (README, CPU speed). The price: the process
-keeps its peak heap until it exits. Set it up before JAX's backend starts: import diffjax first. Skipped
-off glibc, when the user configures malloc (`MALLOC_*` or `GLIBC_TUNABLES` in the environment) or
-preloads another allocator (a `*malloc*` library in `LD_PRELOAD`), and with `DIFFJAX_TUNE_MALLOC=0`.
+GEMM workspace, 71,000 per reference train step), which one shared arena (M_ARENA_MAX = 1) left searching
+a fragmented heap (README, CPU speed). The price: the process keeps its peak heap until it exits. Set it
+up before JAX's backend starts: import diffjax first. Skipped off glibc, when the user configures malloc
+(`MALLOC_*` or `GLIBC_TUNABLES` in the environment) or preloads another allocator (a `*malloc*` library in
+`LD_PRELOAD`), and with `DIFFJAX_TUNE_MALLOC=0`.
 
 tcmalloc, made for many threads, needs neither setting, but a preloaded library takes effect only when a process
 starts: where it is installed (Debian: libtcmalloc-minimal4), the entry points restart themselves once with it in
