@@ -4,9 +4,10 @@ For the named config it measures, in one run per CPU setting (a subprocess each,
 and glibc read their settings once): the jitted train step (images/s, XLA's FLOP count,
 GFLOP/s), DDIM sampling (images/s), this machine's f32 matmul peak and the step's fraction of
 it, and jitted Perona-Malik diffusion (1000 MNIST-sized images x 50 steps, images/s).
-Settings (`diffjax.cpu_defaults`): the project's defaults (YNNPACK off for single convolutions; tcmalloc
-preloaded where it is installed, else glibc's malloc tuned to reuse freed buffers), the tuned glibc malloc
-where tcmalloc would be the default, glibc's default malloc, and XLA's and glibc's own defaults.
+Settings (`diffjax.cpu_defaults`, `diffjax.nn.conv`): the project's defaults (oneDNN's convolutions on one CPU
+device; YNNPACK off for XLA's single convolutions; tcmalloc preloaded where it is installed, else glibc's malloc
+tuned to reuse freed buffers), the same with XLA's convolutions, the tuned glibc malloc where tcmalloc would be
+the default, glibc's default malloc, and XLA's and glibc's own defaults (XLA's convolutions).
 """
 
 import ctypes.util
@@ -32,9 +33,10 @@ flags.DEFINE_bool("worker", False, "internal: measure in this process and print 
 GLIBC = {"DIFFJAX_TCMALLOC": "0", "DIFFJAX_TUNE_MALLOC": "0"}
 SETTINGS = {  # name: (XLA flags appended, environment)
     "project default": ("", {}),
+    "XLA's convolutions": ("", {"DIFFJAX_ONEDNN": "0"}),
     "glibc malloc": ("", GLIBC),
     "XLA and glibc default": ("--xla_cpu_experimental_ynn_fusion_type=+individual_convolution "
-                              "--xla_cpu_prefer_vector_width=256", GLIBC),
+                              "--xla_cpu_prefer_vector_width=256", {**GLIBC, "DIFFJAX_ONEDNN": "0"}),
 }
 
 
@@ -84,6 +86,7 @@ def measure(cfg, steps: int, sample_batch: int, sample_steps: int) -> dict:
     import numpy as np
 
     from diffjax import generate, parallel, train
+    from diffjax.nn import conv
 
     mesh = parallel.make_mesh()
     graphdef, state, _ = train.init_state(cfg, mesh)
@@ -93,7 +96,8 @@ def measure(cfg, steps: int, sample_batch: int, sample_steps: int) -> dict:
     labels = jax.device_put(rng.integers(0, 10, (1024,), dtype=np.int32), parallel.replicated(mesh))
     step = train.make_train_step(graphdef, cfg, mesh)
     compiled = step.lower(state, images, labels).compile()
-    cost = compiled.cost_analysis()
+    with conv.xla_convolutions():  # XLA counts no FLOPs in oneDNN's custom calls: count those of its own
+        cost = train.make_train_step(graphdef, cfg, mesh).lower(state, images, labels).compile().cost_analysis()
     flops = float((cost[0] if isinstance(cost, list) else cost)["flops"])
     holder = [state]
 
@@ -129,6 +133,8 @@ def perona_malik_images_per_s(num: int = 1000, steps: int = 50) -> float:
 def _worker(f) -> None:
     import importlib
 
+    from diffjax.nn import conv
+
     cfg = importlib.import_module(f"experiments.configs.{f.config}").get_config()
     if f.batch_size:
         cfg.train.batch_size = f.batch_size
@@ -136,19 +142,22 @@ def _worker(f) -> None:
     result = measure(cfg, f.steps, f.sample_batch, f.sample_steps)
     result.update(matmul_peak_gflops=peak, fraction_of_peak=result["achieved_gflops"] / peak,
                   perona_malik_images_per_s=perona_malik_images_per_s(), xla_flags=os.environ.get("XLA_FLAGS", ""),
-                  malloc_tuned=cpu_defaults.malloc_tuned, allocator=cpu_defaults.preloaded_allocator() or "glibc")
+                  malloc_tuned=cpu_defaults.malloc_tuned, allocator=cpu_defaults.preloaded_allocator() or "glibc",
+                  convolutions="oneDNN" if conv.use_onednn() else "XLA")
     print("BENCH " + json.dumps(result))
 
 
 def _table(config: str, results: dict) -> str:
-    rows = ["| setting | allocator | train img/s | GFLOP/step | GFLOP/s | matmul peak GFLOP/s | fraction of peak | "
-            f"DDIM-{next(iter(results.values()))['ddim_steps']} img/s | Perona-Malik img/s (50 steps) |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| setting | convolutions | allocator | train img/s | GFLOP/step | GFLOP/s | matmul peak GFLOP/s | "
+            f"fraction of peak | DDIM-{next(iter(results.values()))['ddim_steps']} img/s | "
+            "Perona-Malik img/s (50 steps) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         allocator = "glibc, tuned" if r["malloc_tuned"] else os.path.basename(r["allocator"])
-        rows.append(f"| {name} | {allocator} | {r['train_images_per_s']:.1f} | {r['flops_per_step'] / 1e9:.1f} | "
-                    f"{r['achieved_gflops']:.1f} | {r['matmul_peak_gflops']:.1f} | {r['fraction_of_peak']:.3f} | "
-                    f"{r['ddim_images_per_s']:.1f} | {r['perona_malik_images_per_s']:.0f} |")
+        rows.append(f"| {name} | {r['convolutions']} | {allocator} | {r['train_images_per_s']:.1f} | "
+                    f"{r['flops_per_step'] / 1e9:.1f} | {r['achieved_gflops']:.1f} | {r['matmul_peak_gflops']:.1f} | "
+                    f"{r['fraction_of_peak']:.3f} | {r['ddim_images_per_s']:.1f} | "
+                    f"{r['perona_malik_images_per_s']:.0f} |")
     return f"config {config}, batch {next(iter(results.values()))['batch_size']}\n" + "\n".join(rows)
 
 

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from diffjax.nn.conv import Conv
 from diffjax.nn.dropout import dropout
 
 
@@ -97,13 +98,13 @@ class ResBlock(nnx.Module):
     def __init__(self, c_in: int, c_out: int, temb_dim: int, groups: int, dropout: float, *, rngs: nnx.Rngs,
                  dtype=None):
         self.norm1 = GroupNorm(c_in, num_groups=groups, rngs=rngs)
-        self.conv1 = nnx.Conv(c_in, c_out, (3, 3), dtype=dtype, rngs=rngs)
+        self.conv1 = Conv(c_in, c_out, (3, 3), dtype=dtype, rngs=rngs)
         self.temb = nnx.Linear(temb_dim, c_out, dtype=dtype, rngs=rngs)
         self.norm2 = GroupNorm(c_out, num_groups=groups, rngs=rngs)
         self.dropout_rate = dropout
-        self.conv2 = nnx.Conv(c_out, c_out, (3, 3), dtype=dtype, rngs=rngs,
+        self.conv2 = Conv(c_out, c_out, (3, 3), dtype=dtype, rngs=rngs,
                               kernel_init=nnx.initializers.variance_scaling(1e-10, "fan_avg", "uniform"))
-        self.skip = nnx.Conv(c_in, c_out, (1, 1), dtype=dtype, rngs=rngs) if c_in != c_out else None
+        self.skip = Conv(c_in, c_out, (1, 1), dtype=dtype, rngs=rngs) if c_in != c_out else None
 
     def __call__(self, x, temb, *, train: bool, rngs: nnx.Rngs | None):
         h = self.conv1(self.norm1(x, silu=True))
@@ -135,7 +136,7 @@ class Downsample(nnx.Module):
     """3x3 convolution with stride 2."""
 
     def __init__(self, c: int, *, rngs: nnx.Rngs, dtype=None):
-        self.conv = nnx.Conv(c, c, (3, 3), strides=(2, 2), dtype=dtype, rngs=rngs)
+        self.conv = Conv(c, c, (3, 3), strides=(2, 2), dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
         return self.conv(x)
@@ -145,7 +146,7 @@ class Upsample(nnx.Module):
     """Nearest-neighbour x2, then a 3x3 convolution."""
 
     def __init__(self, c: int, *, rngs: nnx.Rngs, dtype=None):
-        self.conv = nnx.Conv(c, c, (3, 3), dtype=dtype, rngs=rngs)
+        self.conv = Conv(c, c, (3, 3), dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
         x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)

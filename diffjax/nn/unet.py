@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from diffjax.nn.conv import Conv
 from diffjax.nn.layers import AttnBlock, Downsample, GroupNorm, ResBlock, Upsample, timestep_embedding
 
 
@@ -31,7 +32,7 @@ class UNet(nnx.Module):
         self.temb1 = nnx.Linear(ch, temb_dim, dtype=dtype, rngs=rngs)
         self.temb2 = nnx.Linear(temb_dim, temb_dim, dtype=dtype, rngs=rngs)
         self.label_emb = nnx.Embed(num_classes + 1, temb_dim, rngs=rngs) if num_classes else None
-        self.conv_in = nnx.Conv(in_channels, ch, (3, 3), dtype=dtype, rngs=rngs)
+        self.conv_in = Conv(in_channels, ch, (3, 3), dtype=dtype, rngs=rngs)
 
         res_block = lambda a, b: ResBlock(a, b, temb_dim, groups, dropout, rngs=rngs, dtype=dtype)  # noqa: E731
         attn = lambda c, r: AttnBlock(c, groups, rngs=rngs, dtype=dtype) if r in attn_resolutions else None  # noqa
@@ -61,7 +62,7 @@ class UNet(nnx.Module):
                 res *= 2
         self.up = nnx.List([nnx.List(u) for u in up])
         self.norm_out = GroupNorm(c, num_groups=groups, rngs=rngs)
-        self.conv_out = nnx.Conv(c, out_channels or in_channels, (3, 3), dtype=dtype, rngs=rngs,
+        self.conv_out = Conv(c, out_channels or in_channels, (3, 3), dtype=dtype, rngs=rngs,
                                  kernel_init=nnx.initializers.variance_scaling(1e-10, "fan_avg", "uniform"))
 
     def __call__(self, x, t, y=None, *, train: bool = False, rngs: nnx.Rngs | None = None):

@@ -1,0 +1,118 @@
+"""oneDNN's convolutions (diffjax/nn/conv.py) against XLA's: forward pass and both gradients, the UNet through
+them, determinism, and the fallback to XLA."""
+
+import logging
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from diffjax.nn import conv
+from diffjax.nn.unet import UNet
+
+pytestmark = pytest.mark.skipif(not conv.onednn_available(), reason="oneDNN handler did not build here")
+
+
+def _lax_conv(x, w, stride, padding):
+    return jax.lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.max(np.abs(a - b)) / np.max(np.abs(b))
+
+
+@pytest.mark.parametrize("size,c_in,c_out,k,stride,padding", [
+    (12, 8, 16, 3, 1, "SAME"), (12, 16, 8, 3, 2, "SAME"), (7, 16, 8, 3, 2, "SAME"), (10, 8, 24, 1, 1, "SAME"),
+    (9, 4, 8, 3, 1, "VALID")])
+@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
+def test_forward_and_both_gradients_match_xla(size, c_in, c_out, k, stride, padding, dtype, tol):
+    kx, kw, kg = jax.random.split(jax.random.PRNGKey(size * c_in + k), 3)
+    x = jax.random.normal(kx, (3, size, size, c_in))
+    w = jax.random.normal(kw, (k, k, c_in, c_out)) / np.sqrt(k * k * c_in)
+    pads = jax.lax.padtype_to_pads((size, size), (k, k), (stride, stride), padding)[0]
+    xd, wd = x.astype(dtype), w.astype(dtype)
+    y, vjp = jax.vjp(lambda x, w: conv.conv2d(x, w, stride, pads), xd, wd)
+    y_ref, vjp_ref = jax.vjp(lambda x, w: _lax_conv(x, w, stride, padding), x, w)
+    g = jax.random.normal(kg, y_ref.shape)
+    assert y.shape == y_ref.shape and y.dtype == dtype
+    (dx, dw), (dx_ref, dw_ref) = vjp(g.astype(dtype)), vjp_ref(g)
+    assert dx.dtype == dtype and dw.dtype == dtype
+    for got, want in ((y, y_ref), (dx, dx_ref), (dw, dw_ref)):
+        assert _rel(got, want) < tol
+
+
+def test_repeated_calls_are_bitwise_equal():
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 14, 14, 32))
+    w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 32, 32))
+    f = jax.jit(jax.grad(lambda x, w: jnp.sum(conv.conv2d(x, w, 1, (1, 1)) ** 2), argnums=(0, 1)))
+    a, b = f(x, w), f(x, w)
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_unet_through_onednn_equals_xla(monkeypatch):
+    """The tiny UNet (strided downsampling, 1x1 shortcuts, attention): output and every parameter's gradient."""
+    model = UNet(image_size=28, in_channels=1, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(7,),
+                 dropout=0.0, groups=4, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    x = jax.random.normal(jax.random.PRNGKey(2), (4, 28, 28, 1))
+    t = jnp.array([1, 200, 500, 999])
+
+    def loss(params):
+        return jnp.mean(nnx.merge(graphdef, params)(x, t) ** 2 + nnx.merge(graphdef, params)(x, t))
+
+    results = {}
+    for onednn in (True, False):
+        monkeypatch.setattr(conv, "use_onednn", lambda onednn=onednn: onednn)
+        fn = jax.jit(jax.value_and_grad(loss))
+        hlo = fn.lower(params).as_text()
+        assert (conv._TARGET in hlo) == onednn
+        results[onednn] = fn(params)
+    (v1, g1), (v0, g0) = results[True], results[False]
+    assert abs(float(v1) - float(v0)) <= 1e-5 * abs(float(v0))
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
+        assert _rel(a, b) < 1e-4
+
+
+def test_off_switch_and_failed_build_fall_back_to_xla(monkeypatch, tmp_path, caplog):
+    conv.onednn_available.cache_clear()
+    try:
+        monkeypatch.setenv("DIFFJAX_ONEDNN", "0")
+        assert not conv.onednn_available()
+        conv.onednn_available.cache_clear()
+        monkeypatch.delenv("DIFFJAX_ONEDNN")
+        monkeypatch.setenv("DIFFJAX_CACHE", str(tmp_path))
+        monkeypatch.setenv("CXX", "false")          # a compiler that always fails
+        with caplog.at_level(logging.WARNING):
+            assert not conv.onednn_available()
+        assert "oneDNN convolutions unavailable, using XLA's (RuntimeError: false could not compile" in caplog.text
+        assert not list(tmp_path.glob("*.so")) and not list(tmp_path.glob("tmp*"))   # nothing half-written
+    finally:
+        monkeypatch.undo()
+        conv.onednn_available.cache_clear()
+    assert conv.onednn_available()
+
+
+def test_xla_convolutions_block_switches_tracing_to_xla(monkeypatch):
+    monkeypatch.setattr(conv.jax, "device_count", lambda: 1)
+    assert conv.use_onednn()
+    with conv.xla_convolutions():
+        assert not conv.use_onednn()
+    assert conv.use_onednn()
+
+
+def test_one_cpu_device_uses_onednn_and_several_do_not():
+    """The switch itself, in fresh processes: one CPU device (the users' default) and 8 simulated ones."""
+    code = ("import jax, diffjax; from diffjax.nn import conv; "
+            "print(jax.device_count(), conv.use_onednn())")
+    env = dict(os.environ, XLA_FLAGS="")
+    one = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    eight = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert one.stdout.split() == ["1", "True"] and eight.stdout.split() == ["8", "False"]
