@@ -103,7 +103,7 @@ class ResBlock(nnx.Module):
         self.norm2 = GroupNorm(c_out, num_groups=groups, rngs=rngs)
         self.dropout_rate = dropout
         self.conv2 = Conv(c_out, c_out, (3, 3), dtype=dtype, rngs=rngs,
-                              kernel_init=nnx.initializers.variance_scaling(1e-10, "fan_avg", "uniform"))
+                          kernel_init=nnx.initializers.variance_scaling(1e-10, "fan_avg", "uniform"))
         self.skip = Conv(c_in, c_out, (1, 1), dtype=dtype, rngs=rngs) if c_in != c_out else None
 
     def __call__(self, x, temb, *, train: bool, rngs: nnx.Rngs | None):

@@ -63,7 +63,7 @@ class UNet(nnx.Module):
         self.up = nnx.List([nnx.List(u) for u in up])
         self.norm_out = GroupNorm(c, num_groups=groups, rngs=rngs)
         self.conv_out = Conv(c, out_channels or in_channels, (3, 3), dtype=dtype, rngs=rngs,
-                                 kernel_init=nnx.initializers.variance_scaling(1e-10, "fan_avg", "uniform"))
+                             kernel_init=nnx.initializers.variance_scaling(1e-10, "fan_avg", "uniform"))
 
     def __call__(self, x, t, y=None, *, train: bool = False, rngs: nnx.Rngs | None = None):
         """x: [B, H, W, C] float; t: [B] int; y: [B] int labels in [0, num_classes] or None (= null)."""
