@@ -2,6 +2,7 @@
 // data gradient and the weight gradient of a square-strided, symmetrically padded convolution of NHWC activations
 // with an HWIO kernel, in float32 or bfloat16. Primitives are built once per shape and cached; oneDNN picks its
 // own weight layout, into which the HWIO kernel is reordered per call (a few hundred kB).
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -18,120 +19,112 @@ using tag = dnnl::memory::format_tag;
 
 namespace {
 
+// The convolution's three tensors; each kind reads two of them (a, b) and writes the third (out).
+enum Role { kSrc, kWei, kDst };
+constexpr Role kRoles[3][3] = {{kSrc, kWei, kDst},    // kind 0, forward: dst = conv(src, wei)
+                               {kDst, kWei, kSrc},    // kind 1, data gradient: d src from (d dst, wei)
+                               {kSrc, kDst, kWei}};   // kind 2, weight gradient: d wei from (src, d dst)
+constexpr int kArgs[3][3] = {{DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST},
+                             {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC},
+                             {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS}};
+
 dnnl::engine& Engine() {
   static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   return engine;
 }
 
-memory::data_type DnnlType(ffi::DataType t) {
-  return t == ffi::DataType::BF16 ? memory::data_type::bf16 : memory::data_type::f32;
+struct Tensor {  // one role's logical oneDNN dims (N, C, H, W) or (O, I, KH, KW), dtype and user layout
+  memory::dims dims;
+  memory::data_type type;
+  tag layout;
+};
+
+Tensor FromBuffer(const ffi::AnyBuffer& buf, Role role) {
+  auto d = buf.dimensions();
+  auto type = buf.element_type() == ffi::DataType::BF16 ? memory::data_type::bf16 : memory::data_type::f32;
+  if (role == kWei) return {{d[3], d[2], d[0], d[1]}, type, tag::hwio};
+  return {{d[0], d[3], d[1], d[2]}, type, tag::nhwc};
 }
 
 struct Cached {
   dnnl::primitive prim;
-  memory::desc a_md, b_md, out_md;  // the primitive's own layouts of its two inputs and its output
+  std::array<memory::desc, 3> mds;  // the primitive's own layouts of a, b and out
   memory::desc scratch_md;
 };
 
 std::mutex cache_mu;
 std::unordered_map<std::string, std::shared_ptr<Cached>> cache;
 
-// kind 0: out = conv(a = src NHWC, b = weights HWIO); 1: out = d src from (a = d dst, b = weights);
-// 2: out = d weights HWIO from (a = src, b = d dst).
-std::shared_ptr<Cached> Build(int64_t kind, memory::dims src, memory::dims wei, memory::dims dst,
-                              memory::dims strides, memory::dims pad_l, memory::dims pad_r,
-                              memory::data_type ta, memory::data_type tb, memory::data_type tout) {
+std::shared_ptr<Cached> Build(int64_t kind, const std::array<Tensor, 3>& t, memory::dims strides,
+                              memory::dims pad_l, memory::dims pad_r) {
   auto& eng = Engine();
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  memory::data_type t_src = kind == 1 ? tout : ta;
-  memory::data_type t_wei = kind == 2 ? tout : tb;
-  memory::data_type t_dst = kind == 0 ? tout : (kind == 1 ? ta : tb);
-  auto src_md = memory::desc(src, t_src, tag::nhwc);
-  auto dst_md = memory::desc(dst, t_dst, tag::nhwc);
-  auto wei_any = memory::desc(wei, t_wei, tag::any);
-  auto fwd_pd = dnnl::convolution_forward::primitive_desc(
+  auto src_md = memory::desc(t[kSrc].dims, t[kSrc].type, tag::nhwc);
+  auto dst_md = memory::desc(t[kDst].dims, t[kDst].type, tag::nhwc);
+  auto wei_any = memory::desc(t[kWei].dims, t[kWei].type, tag::any);
+  auto fwd = dnnl::convolution_forward::primitive_desc(
       eng, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src_md, wei_any, dst_md,
       strides, pad_l, pad_r, attr);
   auto c = std::make_shared<Cached>();
+  dnnl::primitive_desc_base pd = fwd;
   if (kind == 0) {
-    c->prim = dnnl::convolution_forward(fwd_pd);
-    c->a_md = fwd_pd.src_desc(); c->b_md = fwd_pd.weights_desc(); c->out_md = fwd_pd.dst_desc();
-    c->scratch_md = fwd_pd.scratchpad_desc();
+    c->prim = dnnl::convolution_forward(fwd);
   } else if (kind == 1) {
-    auto pd = dnnl::convolution_backward_data::primitive_desc(
-        eng, dnnl::algorithm::convolution_direct, src_md, wei_any, dst_md, strides, pad_l, pad_r, fwd_pd, attr);
-    c->prim = dnnl::convolution_backward_data(pd);
-    c->a_md = pd.diff_dst_desc(); c->b_md = pd.weights_desc(); c->out_md = pd.diff_src_desc();
-    c->scratch_md = pd.scratchpad_desc();
+    auto bwd = dnnl::convolution_backward_data::primitive_desc(
+        eng, dnnl::algorithm::convolution_direct, src_md, wei_any, dst_md, strides, pad_l, pad_r, fwd, attr);
+    c->prim = dnnl::convolution_backward_data(bwd);
+    pd = bwd;
   } else {
-    auto pd = dnnl::convolution_backward_weights::primitive_desc(
-        eng, dnnl::algorithm::convolution_direct, src_md, wei_any, dst_md, strides, pad_l, pad_r, fwd_pd, attr);
-    c->prim = dnnl::convolution_backward_weights(pd);
-    c->a_md = pd.src_desc(); c->b_md = pd.diff_dst_desc(); c->out_md = pd.diff_weights_desc();
-    c->scratch_md = pd.scratchpad_desc();
+    auto bwd = dnnl::convolution_backward_weights::primitive_desc(
+        eng, dnnl::algorithm::convolution_direct, src_md, wei_any, dst_md, strides, pad_l, pad_r, fwd, attr);
+    c->prim = dnnl::convolution_backward_weights(bwd);
+    pd = bwd;
   }
+  for (int i = 0; i < 3; ++i) c->mds[i] = pd.query_md(dnnl::query::exec_arg_md, kArgs[kind][i]);
+  c->scratch_md = pd.scratchpad_desc();
   return c;
 }
 
 ffi::Error RunConv(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> out, int64_t kind,
-                int64_t stride, int64_t pad_lo, int64_t pad_hi) {
-  auto da = a.dimensions(), db = b.dimensions(), dout = out->dimensions();
-  if (da.size() != 4 || db.size() != 4 || dout.size() != 4) return ffi::Error::InvalidArgument("rank 4 expected");
-  // logical oneDNN dims: src (N, C, H, W), weights (O, I, KH, KW), dst (N, O, H, W)
-  auto nhwc = [](auto d) { return memory::dims{d[0], d[3], d[1], d[2]}; };
-  auto hwio = [](auto d) { return memory::dims{d[3], d[2], d[0], d[1]}; };
-  memory::dims src, wei, dst;
-  if (kind == 0) { src = nhwc(da); wei = hwio(db); dst = nhwc(dout); }
-  else if (kind == 1) { dst = nhwc(da); wei = hwio(db); src = nhwc(dout); }
-  else { src = nhwc(da); dst = nhwc(db); wei = hwio(dout); }
-  memory::dims strides{stride, stride}, pad_l{pad_lo, pad_lo}, pad_r{pad_hi, pad_hi};
-  auto ta = DnnlType(a.element_type()), tb = DnnlType(b.element_type()), tout = DnnlType(out->element_type());
+                   int64_t stride, int64_t pad_lo, int64_t pad_hi) {
+  if (kind < 0 || kind > 2) return ffi::Error::InvalidArgument("kind must be 0, 1 or 2");
+  if (a.dimensions().size() != 4 || b.dimensions().size() != 4 || out->dimensions().size() != 4)
+    return ffi::Error::InvalidArgument("rank 4 expected");
+  const ffi::AnyBuffer* bufs[3] = {&a, &b, &(*out)};
+  std::array<Tensor, 3> t;  // indexed by role
+  for (int i = 0; i < 3; ++i) t[kRoles[kind][i]] = FromBuffer(*bufs[i], kRoles[kind][i]);
   std::string key = std::to_string(kind) + "|" + std::to_string(stride) + "|" + std::to_string(pad_lo) + "|" +
-                    std::to_string(pad_hi) + "|" + std::to_string(int(ta)) + std::to_string(int(tb)) +
-                    std::to_string(int(tout));
-  for (auto v : {src, wei, dst})
-    for (auto x : v) key += "," + std::to_string(x);
+                    std::to_string(pad_hi);
+  for (const auto& r : t) {
+    key += "|" + std::to_string(int(r.type));
+    for (auto x : r.dims) key += "," + std::to_string(x);
+  }
   std::shared_ptr<Cached> c;
   {
     std::lock_guard<std::mutex> lock(cache_mu);
     auto it = cache.find(key);
-    if (it == cache.end()) it = cache.emplace(key, Build(kind, src, wei, dst, strides, pad_l, pad_r, ta, tb, tout)).first;
+    if (it == cache.end())
+      it = cache.emplace(key, Build(kind, t, {stride, stride}, {pad_lo, pad_lo}, {pad_hi, pad_hi})).first;
     c = it->second;
   }
   auto& eng = Engine();
   dnnl::stream stream(eng);
-  // user layouts: activations NHWC, weights HWIO
-  memory::desc a_user, b_user, out_user;
-  if (kind == 0) {
-    a_user = memory::desc(src, ta, tag::nhwc); b_user = memory::desc(wei, tb, tag::hwio);
-    out_user = memory::desc(dst, tout, tag::nhwc);
-  } else if (kind == 1) {
-    a_user = memory::desc(dst, ta, tag::nhwc); b_user = memory::desc(wei, tb, tag::hwio);
-    out_user = memory::desc(src, tout, tag::nhwc);
-  } else {
-    a_user = memory::desc(src, ta, tag::nhwc); b_user = memory::desc(dst, tb, tag::nhwc);
-    out_user = memory::desc(wei, tout, tag::hwio);
+  std::unordered_map<int, memory> args;
+  memory user_out, own_out;
+  for (int i = 0; i < 3; ++i) {  // the user's buffers, reordered where the primitive wants another layout
+    const Tensor& r = t[kRoles[kind][i]];
+    memory user(memory::desc(r.dims, r.type, r.layout), eng, bufs[i]->untyped_data());
+    memory own = user.get_desc() == c->mds[i] ? user : memory(c->mds[i], eng);
+    if (i < 2 && own != user) dnnl::reorder(user, own).execute(stream, user, own);
+    if (i == 2) user_out = user, own_out = own;
+    args[kArgs[kind][i]] = own;
   }
-  memory a_mem(a_user, eng, a.untyped_data()), b_mem(b_user, eng, b.untyped_data());
-  memory out_mem(out_user, eng, out->untyped_data());
-  auto prep = [&](memory& m, const memory::desc& want) {
-    if (m.get_desc() == want) return m;
-    memory r(want, eng);
-    dnnl::reorder(m, r).execute(stream, m, r);
-    return r;
-  };
-  memory a_p = prep(a_mem, c->a_md), b_p = prep(b_mem, c->b_md);
-  memory out_p = out_mem.get_desc() == c->out_md ? out_mem : memory(c->out_md, eng);
   thread_local std::vector<uint8_t> scratch;
   if (scratch.size() < c->scratch_md.get_size()) scratch.resize(c->scratch_md.get_size());
-  memory scratch_mem(c->scratch_md, eng, scratch.data());
-  std::unordered_map<int, memory> args{{DNNL_ARG_SCRATCHPAD, scratch_mem}};
-  if (kind == 0) { args[DNNL_ARG_SRC] = a_p; args[DNNL_ARG_WEIGHTS] = b_p; args[DNNL_ARG_DST] = out_p; }
-  else if (kind == 1) { args[DNNL_ARG_DIFF_DST] = a_p; args[DNNL_ARG_WEIGHTS] = b_p; args[DNNL_ARG_DIFF_SRC] = out_p; }
-  else { args[DNNL_ARG_SRC] = a_p; args[DNNL_ARG_DIFF_DST] = b_p; args[DNNL_ARG_DIFF_WEIGHTS] = out_p; }
+  args[DNNL_ARG_SCRATCHPAD] = memory(c->scratch_md, eng, scratch.data());
   c->prim.execute(stream, args);
-  if (out_p != out_mem) dnnl::reorder(out_p, out_mem).execute(stream, out_p, out_mem);
+  if (own_out != user_out) dnnl::reorder(own_out, user_out).execute(stream, own_out, user_out);
   stream.wait();
   return ffi::Error::Success();
 }
