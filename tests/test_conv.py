@@ -3,6 +3,7 @@ them, determinism, and the fallback to XLA."""
 
 import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -45,6 +46,49 @@ def test_forward_and_both_gradients_match_xla(size, c_in, c_out, k, stride, padd
     assert dx.dtype == dtype and dw.dtype == dtype
     for got, want in ((y, y_ref), (dx, dx_ref), (dw, dw_ref)):
         assert _rel(got, want) < tol
+
+
+def _conv_f64(x, w):
+    """Independent reference: the 3x3 SAME convolution as nine shifted channel products in float64."""
+    h, wd = x.shape[1:3]
+    xp = np.pad(np.asarray(x, np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return sum(np.einsum("nhwc,co->nhwo", xp[:, a:a + h, b:b + wd], np.asarray(w, np.float64)[a, b])
+               for a in range(3) for b in range(3))
+
+
+@pytest.mark.parametrize("n,h,w,c_in,c_out", [(3, 13, 13, 16, 32), (2, 8, 11, 32, 16), (2, 28, 28, 128, 128)])
+def test_winograd_forward_and_both_gradients_match_float64(n, h, w, c_in, c_out):
+    """3x3 stride-1 SAME float32 convolutions with channels a multiple of 16 take Winograd F(4x4, 3x3) (kinds 3
+    and 4, partial tiles at the borders included); y, dx and dw against float64 sums of shifted products."""
+    kx, kw, kg = jax.random.split(jax.random.PRNGKey(h * c_in), 3)
+    x = jax.random.normal(kx, (n, h, w, c_in))
+    k = jax.random.normal(kw, (3, 3, c_in, c_out)) / np.sqrt(9 * c_in)
+    g = jax.random.normal(kg, (n, h, w, c_out))
+    fn = lambda x, k: jax.vjp(lambda x, k: conv.conv2d(x, k, 1, (1, 1)), x, k)
+    hlo = jax.jit(lambda x, k, g: (fn(x, k)[0], fn(x, k)[1](g))).lower(x, k, g).as_text()
+    assert {"kind = 3", "kind = 4"} <= set(re.findall(r"kind = \d", hlo)) and "kind = 0" not in hlo
+    y, vjp = fn(x, k)
+    dx, dk = vjp(g)
+    xd, kd, gd = (np.asarray(a, np.float64) for a in (x, k, g))
+    xp = np.pad(xd, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    dk_ref = np.stack([np.stack([np.einsum("nhwc,nhwo->co", xp[:, a:a + h, b:b + w], gd) for b in range(3)])
+                       for a in range(3)])
+    dx_ref = _conv_f64(gd, kd[::-1, ::-1].transpose(0, 1, 3, 2))
+    for got, want in ((y, _conv_f64(xd, kd)), (dx, dx_ref), (dk, dk_ref)):
+        assert _rel(got, want) < 5e-5
+
+
+def test_winograd_needs_channels_in_multiples_of_16_and_float32(monkeypatch):
+    def kinds(x, k, stride=1):
+        hlo = jax.jit(lambda x, k: conv.conv2d(x, k, stride, (1, 1))).lower(x, k).as_text()
+        return re.findall(r"kind = (\d)", hlo)
+    x, k = jnp.ones((1, 8, 8, 16)), jnp.ones((3, 3, 16, 16))
+    assert kinds(x, k) == ["3"]
+    assert kinds(x[..., :8], k[:, :, :8]) == ["0"]
+    assert kinds(x.astype(jnp.bfloat16), k.astype(jnp.bfloat16)) == ["0"]
+    assert kinds(x, k, stride=2) == ["0"]
+    monkeypatch.setenv("DIFFJAX_WINOGRAD", "0")
+    assert kinds(x, k) == ["0"]
 
 
 def test_repeated_calls_are_bitwise_equal():

@@ -1,16 +1,19 @@
-"""The UNet's 2-D convolutions: oneDNN's kernels on a single CPU device, XLA's everywhere else.
+"""The UNet's 2-D convolutions: oneDNN's kernels and Winograd's algorithm on a single CPU device, XLA's elsewhere.
 
 XLA:CPU runs a convolution through Eigen, and its weight gradient as a convolution over operands transposed to
 [C, H, W, N] first. oneDNN, the library PyTorch uses on CPUs, has kernels for the forward pass, the data
 gradient and the weight gradient of NHWC activations; on the reference network's shapes they run 1.1-1.8x as
 fast as XLA's (README "CPU speed"), with results equal to float rounding. `onednn_conv.cc` wraps them as an
-XLA FFI handler; it is compiled with the system's C++ compiler (`$CXX`, else `c++`) against the `onednn-cpu-gomp`
-wheel at first use and cached in `$DIFFJAX_CACHE` (default ~/.cache/diffjax). `conv2d` is a `custom_vjp` whose
-backward pass calls the two gradient kernels. Used where the default backend is one CPU device (a sharded batch
-would need a partitioning rule for the custom call) and the handler builds; `DIFFJAX_ONEDNN=0` turns it off,
+XLA FFI handler, together with Winograd's F(4x4, 3x3) (Lavin & Gray 2016) for 3x3 stride-1 SAME float32
+convolutions whose channel counts are multiples of 16: 36 oneDNN matrix products instead of 9 shifted ones per
+4x4 output tile, 4x fewer multiplications, 1.2-2.2x faster on those shapes, with errors of about 1e-5 of the
+largest output (direct: 1e-6). The handler is compiled with the system's C++ compiler (`$CXX`, else `c++`) for
+this CPU against the `onednn-cpu-gomp` wheel at first use and cached in `$DIFFJAX_CACHE` (default
+~/.cache/diffjax). `conv2d` is a `custom_vjp` whose backward pass calls the gradient kernels. Used where the
+default backend is one CPU device (a sharded batch would need a partitioning rule for the custom call) and the
+handler builds; `DIFFJAX_ONEDNN=0` turns all of it off, `DIFFJAX_WINOGRAD=0` only Winograd (read when tracing),
 and a failed build falls back to XLA with one warning.
 """
-
 import contextlib
 import ctypes
 import functools
@@ -18,6 +21,7 @@ import hashlib
 import importlib.metadata
 import logging
 import os
+import platform
 import shlex
 import subprocess
 import tempfile
@@ -30,7 +34,7 @@ from flax import nnx
 
 _SOURCE = Path(__file__).with_name("onednn_conv.cc")
 _TARGET = "diffjax_onednn_conv"
-_FORWARD, _DATA_GRAD, _WEIGHT_GRAD = 0, 1, 2
+_FORWARD, _DATA_GRAD, _WEIGHT_GRAD, _WINOGRAD, _WINOGRAD_WEIGHT_GRAD = 0, 1, 2, 3, 4
 _DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
 
 
@@ -46,14 +50,25 @@ def _onednn_paths() -> tuple[Path, Path]:
     return Path(header.locate()).resolve().parents[2], Path(lib.locate()).resolve().parent
 
 
+def _cpu_flags() -> str:
+    """This CPU's feature flags: the library is compiled for them (-march=native), so a shared cache keeps one
+    build per kind of CPU."""
+    try:
+        return next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")),
+                    platform.processor())
+    except OSError:
+        return platform.processor()
+
+
 def build_library() -> Path:
-    """Compile `onednn_conv.cc` into the cache (once per source, jaxlib and compiler; atomic, so concurrent
-    processes are safe) and return the shared library's path. Raises on any failure."""
+    """Compile `onednn_conv.cc` into the cache (once per source, jaxlib, compiler and kind of CPU; atomic, so
+    concurrent processes are safe) and return the shared library's path. Raises on any failure."""
     include, libdir = _onednn_paths()
     cxx = shlex.split(os.environ.get("CXX", "c++"))
-    cmd = [*cxx, "-O2", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{jax.ffi.include_dir()}", f"-I{include}",
+    cmd = [*cxx, "-O3", "-march=native", "-fopenmp", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{jax.ffi.include_dir()}", f"-I{include}",
            str(_SOURCE), f"-L{libdir}", "-l:libdnnl.so.3", f"-Wl,-rpath,{libdir}"]
-    key = hashlib.sha256(_SOURCE.read_bytes() + " ".join(cmd).encode() + jax.__version__.encode()).hexdigest()[:16]
+    key = hashlib.sha256(_SOURCE.read_bytes() + " ".join(cmd).encode() + jax.__version__.encode()
+                         + _cpu_flags().encode()).hexdigest()[:16]
     out = _cache_dir() / f"onednn_conv-{key}.so"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -107,9 +122,20 @@ def _call(kind: int, a, b, shape, dtype, stride: int, pads: tuple[int, int]):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def conv2d(x, w, stride: int, pads: tuple[int, int]):
-    """y[n, i, j, o] = sum_{a, b, c} x_pad[n, s i + a, s j + b, c] w[a, b, c, o] by oneDNN: x [N, H, W, C] and
-    w [KH, KW, C, O] of one dtype (float32 or bfloat16), stride s and padding (lo, hi) the same on both axes."""
+    """y[n, i, j, o] = sum_{a, b, c} x_pad[n, s i + a, s j + b, c] w[a, b, c, o] by oneDNN, or Winograd where
+    `_winograd` holds: x [N, H, W, C] and w [KH, KW, C, O] of one dtype (float32 or bfloat16), stride s and
+    padding (lo, hi) the same on both axes. The data gradient of a 3x3 SAME convolution is the convolution of
+    dy with w flipped in space and transposed in channels, so Winograd's forward kernel serves it too."""
+    if _winograd(x, w, stride, pads):
+        return _call(_WINOGRAD, x, w, x.shape[:3] + w.shape[3:], x.dtype, stride, pads)
     return _call(_FORWARD, x, w, _out_shape(x.shape, w.shape, stride, pads), x.dtype, stride, pads)
+
+
+def _winograd(x, w, stride, pads) -> bool:
+    """Whether the handler's Winograd kernels take this convolution (3x3, stride 1, SAME, float32, channel counts
+    multiples of 16) and `DIFFJAX_WINOGRAD` is not 0."""
+    return (os.environ.get("DIFFJAX_WINOGRAD", "1") != "0" and w.shape[:2] == (3, 3) and stride == 1
+            and tuple(pads) == (1, 1) and x.dtype == jnp.float32 and x.shape[3] % 16 == 0 and w.shape[3] % 16 == 0)
 
 
 def _out_shape(x_shape, w_shape, stride, pads):
@@ -124,6 +150,10 @@ def _conv2d_fwd(x, w, stride, pads):
 
 def _conv2d_bwd(stride, pads, res, g):
     x, w = res
+    if _winograd(x, w, stride, pads):
+        w_t = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
+        return (_call(_WINOGRAD, g, w_t, x.shape, x.dtype, stride, pads),
+                _call(_WINOGRAD_WEIGHT_GRAD, x, g, w.shape, w.dtype, stride, pads))
     return (_call(_DATA_GRAD, g, w, x.shape, x.dtype, stride, pads),
             _call(_WEIGHT_GRAD, x, g, w.shape, w.dtype, stride, pads))
 
