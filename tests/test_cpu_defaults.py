@@ -158,11 +158,12 @@ def test_the_bench_compares_tcmalloc_with_the_tuned_glibc_malloc_only_where_it_i
     assert list(found) == ["project default", "tuned glibc malloc", *list(bench.SETTINGS)[1:]]
     assert found["tuned glibc malloc"] == ("", {"DIFFJAX_TCMALLOC": "0"})
     assert {k: found[k] for k in bench.SETTINGS} == bench.SETTINGS
-    # the allocator rows run on glibc; the convolution row differs from the default in its convolutions alone
+    # the allocator rows run on glibc; the convolution rows differ from the default in their convolutions alone
+    assert found["direct convolutions"] == ("", {"DIFFJAX_WINOGRAD": "0"})
     assert found["XLA's convolutions"] == ("", {"DIFFJAX_ONEDNN": "0"})
     assert found["XLA and glibc default"][1]["DIFFJAX_ONEDNN"] == "0"
     assert all(env.get("DIFFJAX_TCMALLOC") == "0" for name, (_, env) in found.items()
-               if name not in ("project default", "XLA's convolutions"))
+               if name not in ("project default", "direct convolutions", "XLA's convolutions"))
 
 
 def test_the_bench_runs_its_glibc_settings_without_the_preloaded_allocator():

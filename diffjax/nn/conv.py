@@ -131,10 +131,15 @@ def conv2d(x, w, stride: int, pads: tuple[int, int]):
     return _call(_FORWARD, x, w, _out_shape(x.shape, w.shape, stride, pads), x.dtype, stride, pads)
 
 
+def winograd_enabled() -> bool:
+    """Whether eligible convolutions take Winograd's kernels: `DIFFJAX_WINOGRAD` is not 0 (read when tracing)."""
+    return os.environ.get("DIFFJAX_WINOGRAD", "1") != "0"
+
+
 def _winograd(x, w, stride, pads) -> bool:
-    """Whether the handler's Winograd kernels take this convolution (3x3, stride 1, SAME, float32, channel counts
-    multiples of 16) and `DIFFJAX_WINOGRAD` is not 0."""
-    return (os.environ.get("DIFFJAX_WINOGRAD", "1") != "0" and w.shape[:2] == (3, 3) and stride == 1
+    """Whether the handler's Winograd kernels take this convolution: enabled, and 3x3, stride 1, SAME, float32
+    with channel counts multiples of 16."""
+    return (winograd_enabled() and w.shape[:2] == (3, 3) and stride == 1
             and tuple(pads) == (1, 1) and x.dtype == jnp.float32 and x.shape[3] % 16 == 0 and w.shape[3] % 16 == 0)
 
 
