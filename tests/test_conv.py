@@ -56,7 +56,8 @@ def _conv_f64(x, w):
                for a in range(3) for b in range(3))
 
 
-@pytest.mark.parametrize("n,h,w,c_in,c_out", [(3, 13, 13, 16, 32), (2, 8, 11, 32, 16), (2, 28, 28, 128, 128)])
+@pytest.mark.parametrize("n,h,w,c_in,c_out", [(3, 13, 13, 16, 32), (2, 8, 11, 32, 16), (1, 2, 3, 16, 16),
+                                             (2, 28, 28, 128, 128)])
 def test_winograd_forward_and_both_gradients_match_float64(n, h, w, c_in, c_out):
     """3x3 stride-1 SAME float32 convolutions with channels a multiple of 16 take Winograd F(4x4, 3x3) (kinds 3
     and 4, partial tiles at the borders included); y, dx and dw against float64 sums of shifted products."""
