@@ -155,8 +155,8 @@ def _worker(f) -> None:
 
 
 def _table(config: str, results: dict) -> str:
-    rows = ["| setting | convolutions | allocator | train img/s | GFLOP/step (direct) | GFLOP/s | matmul peak GFLOP/s | "
-            f"fraction of peak | DDIM-{next(iter(results.values()))['ddim_steps']} img/s | "
+    rows = ["| setting | convolutions | allocator | train img/s | GFLOP/step (direct) | GFLOP/s | "
+            f"matmul peak GFLOP/s | fraction of peak | DDIM-{next(iter(results.values()))['ddim_steps']} img/s | "
             "Perona-Malik img/s (50 steps) |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():

@@ -65,8 +65,9 @@ def build_library() -> Path:
     concurrent processes are safe) and return the shared library's path. Raises on any failure."""
     include, libdir = _onednn_paths()
     cxx = shlex.split(os.environ.get("CXX", "c++"))
-    cmd = [*cxx, "-O3", "-march=native", "-fopenmp", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{jax.ffi.include_dir()}", f"-I{include}",
-           str(_SOURCE), f"-L{libdir}", "-l:libdnnl.so.3", f"-Wl,-rpath,{libdir}"]
+    cmd = [*cxx, "-O3", "-march=native", "-fopenmp", "-std=c++17", "-shared", "-fPIC", "-w",
+           f"-I{jax.ffi.include_dir()}", f"-I{include}", str(_SOURCE), f"-L{libdir}", "-l:libdnnl.so.3",
+           f"-Wl,-rpath,{libdir}"]
     key = hashlib.sha256(_SOURCE.read_bytes() + " ".join(cmd).encode() + jax.__version__.encode()
                          + _cpu_flags().encode()).hexdigest()[:16]
     out = _cache_dir() / f"onednn_conv-{key}.so"

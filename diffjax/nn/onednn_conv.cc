@@ -130,7 +130,6 @@ ffi::Error RunConv(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffe
   return ffi::Error::Success();
 }
 
-
 // Winograd F(4x4, 3x3) (Lavin & Gray 2016, "Fast Algorithms for Convolutional Neural Networks"): a 3x3
 // convolution of stride 1 padded by 1, per 6x6 input tile d (tiles 4 apart) and 4x4 output tile,
 //   Y = A^T [U . V] A,  U = G w G^T,  V = B^T d B,
@@ -140,8 +139,12 @@ ffi::Error RunConv(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffe
 // Tensors are NHWC / HWIO float32 with channels a multiple of kLanes; the transforms run on kLanes channels at
 // once, tiles in parallel (OpenMP). Tile-major buffers: V [tile][36][C], M and Z [tile][36][O].
 constexpr int kLanes = 16;
-constexpr float kG[6][3] = {{1.f / 4, 0, 0},           {-1.f / 6, -1.f / 6, -1.f / 6}, {-1.f / 6, 1.f / 6, -1.f / 6},
-                            {1.f / 24, 1.f / 12, 1.f / 6}, {1.f / 24, -1.f / 12, 1.f / 6}, {0, 0, 1}};
+constexpr float kG[6][3] = {{1.f / 4, 0, 0},
+                            {-1.f / 6, -1.f / 6, -1.f / 6},
+                            {-1.f / 6, 1.f / 6, -1.f / 6},
+                            {1.f / 24, 1.f / 12, 1.f / 6},
+                            {1.f / 24, -1.f / 12, 1.f / 6},
+                            {0, 0, 1}};
 
 // r = B^T d along one axis of the tile, for kLanes channels (zeros of B^T written out: float `0 * x` is not 0).
 inline void InputAxis(const float* const d[6], float r[6][kLanes]) {
@@ -183,7 +186,7 @@ inline void GradAxis(const float* const g[4], float r[6][kLanes]) {
 struct Tiles {  // an NHWC image batch cut into 4x4 output tiles
   int64_t n, h, w, th, tw, count;
   Tiles(int64_t n, int64_t h, int64_t w) : n(n), h(h), w(w), th((h + 3) / 4), tw((w + 3) / 4), count(n * th * tw) {}
-  // Pixel (row, col) of tile p's corner, row i and column j: its offset in pixels, or -1 outside the image.
+  // Offset in pixels of row i, column j of tile p's window (moved up and left by `shift`), or -1 outside the image.
   int64_t Pixel(int64_t p, int64_t i, int64_t j, int64_t shift) const {
     const int64_t r = (p / tw % th) * 4 + i - shift, q = (p % tw) * 4 + j - shift;
     return r < 0 || r >= h || q < 0 || q >= w ? -1 : (p / (th * tw) * h + r) * w + q;
@@ -278,7 +281,8 @@ void WeightTiles(const float* w, int64_t c, int64_t o, float* u) {
         }
       for (int a = 0; a < 6; ++a)
         for (int b = 0; b < 6; ++b) {
-          for (int l = 0; l < kLanes; ++l) r[l] = t[a][0][l] * kG[b][0] + t[a][1][l] * kG[b][1] + t[a][2][l] * kG[b][2];
+          for (int l = 0; l < kLanes; ++l)
+            r[l] = t[a][0][l] * kG[b][0] + t[a][1][l] * kG[b][1] + t[a][2][l] * kG[b][2];
           std::copy(r, r + kLanes, u + ((a * 6 + b) * c + ci) * o + ob);
         }
     }
