@@ -58,9 +58,10 @@ def _conv_f64(x, w):
 
 @pytest.mark.parametrize("n,h,w,c_in,c_out", [(3, 13, 13, 16, 32), (2, 8, 11, 32, 16), (1, 2, 3, 16, 16),
                                              (2, 28, 28, 128, 128)])
-def test_winograd_forward_and_both_gradients_match_float64(n, h, w, c_in, c_out):
-    """3x3 stride-1 SAME float32 convolutions with channels a multiple of 16 take Winograd F(4x4, 3x3) (kinds 3
-    and 4, partial tiles at the borders included); y, dx and dw against float64 sums of shifted products."""
+def test_winograd_forward_and_both_gradients_match_float64(n, h, w, c_in, c_out, monkeypatch):
+    """Winograd F(4x4, 3x3) (kinds 3 and 4; from 16 channels on here; partial tiles at the borders included):
+    y, dx and dw against float64 sums of shifted products."""
+    monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 16)
     kx, kw, kg = jax.random.split(jax.random.PRNGKey(h * c_in), 3)
     x = jax.random.normal(kx, (n, h, w, c_in))
     k = jax.random.normal(kw, (3, 3, c_in, c_out)) / np.sqrt(9 * c_in)
@@ -79,20 +80,23 @@ def test_winograd_forward_and_both_gradients_match_float64(n, h, w, c_in, c_out)
         assert _rel(got, want) < 5e-5
 
 
-def test_winograd_needs_channels_in_multiples_of_16_and_float32(monkeypatch):
+def test_winograd_takes_3x3_float32_convolutions_of_32_channels_or_more_only(monkeypatch):
     def kinds(x, k, stride=1):
         hlo = jax.jit(lambda x, k: conv.conv2d(x, k, stride, (1, 1))).lower(x, k).as_text()
         return re.findall(r"kind = (\d)", hlo)
-    x, k = jnp.ones((1, 8, 8, 16)), jnp.ones((3, 3, 16, 16))
+    x, k = jnp.ones((1, 9, 8, 32)), jnp.ones((3, 3, 32, 48))
     assert kinds(x, k) == ["3"]
-    assert kinds(x[..., :8], k[:, :, :8]) == ["0"]
+    assert kinds(x, k[..., :16]) == kinds(x[..., :16], k[:, :, :16]) == ["0"]   # fewer than 32 channels
+    assert kinds(jnp.ones((1, 9, 8, 40)), jnp.ones((3, 3, 40, 48))) == ["0"]     # not a multiple of 16
     assert kinds(x.astype(jnp.bfloat16), k.astype(jnp.bfloat16)) == ["0"]
     assert kinds(x, k, stride=2) == ["0"]
     monkeypatch.setenv("DIFFJAX_WINOGRAD", "0")
     assert kinds(x, k) == ["0"]
 
 
-def test_repeated_calls_are_bitwise_equal():
+@pytest.mark.parametrize("min_channels", [32, 64])   # Winograd, direct
+def test_repeated_calls_are_bitwise_equal(min_channels, monkeypatch):
+    monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", min_channels)
     x = jax.random.normal(jax.random.PRNGKey(0), (4, 14, 14, 32))
     w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 32, 32))
     f = jax.jit(jax.grad(lambda x, w: jnp.sum(conv.conv2d(x, w, 1, (1, 1)) ** 2), argnums=(0, 1)))
@@ -102,7 +106,9 @@ def test_repeated_calls_are_bitwise_equal():
 
 
 def test_unet_through_onednn_equals_xla(monkeypatch):
-    """The tiny UNet (strided downsampling, 1x1 shortcuts, attention): output and every parameter's gradient."""
+    """The tiny UNet (strided downsampling, 1x1 shortcuts, attention; Winograd for its 3x3 convolutions of 16
+    and 32 channels): output and every parameter's gradient."""
+    monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 16)
     model = UNet(image_size=28, in_channels=1, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(7,),
                  dropout=0.0, groups=4, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model)
@@ -118,7 +124,7 @@ def test_unet_through_onednn_equals_xla(monkeypatch):
         monkeypatch.setattr(conv, "use_onednn", lambda onednn=onednn: onednn)
         fn = jax.jit(jax.value_and_grad(loss))
         hlo = fn.lower(params).as_text()
-        assert (conv._TARGET in hlo) == onednn
+        assert (conv._TARGET in hlo) == onednn and ("kind = 3" in hlo and "kind = 4" in hlo) == onednn
         results[onednn] = fn(params)
     (v1, g1), (v0, g0) = results[True], results[False]
     assert abs(float(v1) - float(v0)) <= 1e-5 * abs(float(v0))
