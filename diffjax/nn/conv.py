@@ -14,6 +14,7 @@ kernels. Used where the default backend is one CPU device (a sharded batch would
 the custom call) and the handler builds; `DIFFJAX_ONEDNN=0` turns all of it off, `DIFFJAX_WINOGRAD=0` only
 Winograd (read when tracing), and a failed build falls back to XLA with one warning.
 """
+
 import contextlib
 import ctypes
 import functools
@@ -121,17 +122,6 @@ def _call(kind: int, a, b, shape, dtype, stride: int, pads: tuple[int, int]):
         a, b, kind=np.int64(kind), stride=np.int64(stride), pad_lo=np.int64(pads[0]), pad_hi=np.int64(pads[1]))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv2d(x, w, stride: int, pads: tuple[int, int]):
-    """y[n, i, j, o] = sum_{a, b, c} x_pad[n, s i + a, s j + b, c] w[a, b, c, o] by oneDNN, or Winograd where
-    `_winograd` holds: x [N, H, W, C] and w [KH, KW, C, O] of one dtype (float32 or bfloat16), stride s and
-    padding (lo, hi) the same on both axes. The data gradient of a 3x3 SAME convolution is the convolution of
-    dy with w flipped in space and transposed in channels, so Winograd's forward kernel serves it too."""
-    if _winograd(x, w, stride, pads):
-        return _call(_WINOGRAD, x, w, x.shape[:3] + w.shape[3:], x.dtype, stride, pads)
-    return _call(_FORWARD, x, w, _out_shape(x.shape, w.shape, stride, pads), x.dtype, stride, pads)
-
-
 def winograd_enabled() -> bool:
     """Whether eligible convolutions take Winograd's kernels: `DIFFJAX_WINOGRAD` is not 0 (read when tracing)."""
     return os.environ.get("DIFFJAX_WINOGRAD", "1") != "0"
@@ -148,6 +138,17 @@ def _winograd(x, w, stride, pads) -> bool:
     c, o = x.shape[3], w.shape[3]
     return (winograd_enabled() and w.shape[:2] == (3, 3) and stride == 1 and tuple(pads) == (1, 1)
             and x.dtype == jnp.float32 and c % 16 == 0 and o % 16 == 0 and min(c, o) >= WINOGRAD_MIN_CHANNELS)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv2d(x, w, stride: int, pads: tuple[int, int]):
+    """y[n, i, j, o] = sum_{a, b, c} x_pad[n, s i + a, s j + b, c] w[a, b, c, o] by oneDNN, or Winograd where
+    `_winograd` holds: x [N, H, W, C] and w [KH, KW, C, O] of one dtype (float32 or bfloat16), stride s and
+    padding (lo, hi) the same on both axes. The data gradient of a 3x3 SAME convolution is the convolution of
+    dy with w flipped in space and transposed in channels, so Winograd's forward kernel serves it too."""
+    if _winograd(x, w, stride, pads):
+        return _call(_WINOGRAD, x, w, x.shape[:3] + w.shape[3:], x.dtype, stride, pads)
+    return _call(_FORWARD, x, w, _out_shape(x.shape, w.shape, stride, pads), x.dtype, stride, pads)
 
 
 def _out_shape(x_shape, w_shape, stride, pads):
