@@ -54,8 +54,19 @@ struct Cached {
   memory::desc scratch_md;
 };
 
-std::mutex cache_mu;
-std::unordered_map<std::string, std::shared_ptr<Cached>> cache;
+std::mutex cache_mu;  // guards both primitive caches
+
+// cache[key], built by build() on first use.
+template <typename T, typename Build>
+std::shared_ptr<T> Cache(std::unordered_map<std::string, std::shared_ptr<T>>& cache, const std::string& key,
+                         Build build) {
+  std::lock_guard<std::mutex> lock(cache_mu);
+  auto it = cache.find(key);
+  if (it == cache.end()) it = cache.emplace(key, build()).first;
+  return it->second;
+}
+
+std::unordered_map<std::string, std::shared_ptr<Cached>> conv_cache;
 
 std::shared_ptr<Cached> Build(int64_t kind, const std::array<Tensor, 3>& t, memory::dims strides,
                               memory::dims pad_l, memory::dims pad_r) {
@@ -101,14 +112,9 @@ ffi::Error RunConv(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffe
     key += "|" + std::to_string(int(r.type));
     for (auto x : r.dims) key += "," + std::to_string(x);
   }
-  std::shared_ptr<Cached> c;
-  {
-    std::lock_guard<std::mutex> lock(cache_mu);
-    auto it = cache.find(key);
-    if (it == cache.end())
-      it = cache.emplace(key, Build(kind, t, {stride, stride}, {pad_lo, pad_lo}, {pad_hi, pad_hi})).first;
-    c = it->second;
-  }
+  const auto c = Cache(conv_cache, key, [&] {
+    return Build(kind, t, {stride, stride}, {pad_lo, pad_lo}, {pad_hi, pad_hi});
+  });
   auto& eng = Engine();
   dnnl::stream stream(eng);
   std::unordered_map<int, memory> args;
@@ -145,6 +151,9 @@ constexpr float kG[6][3] = {{1.f / 4, 0, 0},
                             {1.f / 24, 1.f / 12, 1.f / 6},
                             {1.f / 24, -1.f / 12, 1.f / 6},
                             {0, 0, 1}};
+constexpr float kGT[3][6] = {{kG[0][0], kG[1][0], kG[2][0], kG[3][0], kG[4][0], kG[5][0]},
+                             {kG[0][1], kG[1][1], kG[2][1], kG[3][1], kG[4][1], kG[5][1]},
+                             {kG[0][2], kG[1][2], kG[2][2], kG[3][2], kG[4][2], kG[5][2]}};
 
 // r = B^T d along one axis of the tile, for kLanes channels (zeros of B^T written out: float `0 * x` is not 0).
 inline void InputAxis(const float* const d[6], float r[6][kLanes]) {
@@ -267,46 +276,27 @@ void GradTiles(const float* g, const Tiles& t, int64_t o, float* z) {
   }
 }
 
-// U[ab][c][o] = (G w G^T)[a][b] from the HWIO kernel w, for kLanes output channels at once.
-void WeightTiles(const float* w, int64_t c, int64_t o, float* u) {
+// out[p][q] = (M in M^T)[p][q] for every (c, o), kLanes output channels at once: in [Q][Q][C][O] -> out
+// [P][P][C][O]. With M = G (6x3) the kernel's transform U = G w G^T; with M = G^T its adjoint, dw = G^T dU G.
+template <int P, int Q>
+void KernelTransform(const float (&mat)[P][Q], const float* in, int64_t c, int64_t o, float* out) {
 #pragma omp parallel for
   for (int64_t ci = 0; ci < c; ++ci)
     for (int64_t ob = 0; ob < o; ob += kLanes) {
-      float t[6][3][kLanes] = {}, r[kLanes];
-      for (int i = 0; i < 3; ++i)
-        for (int j = 0; j < 3; ++j) {
-          const float* wij = w + ((i * 3 + j) * c + ci) * o + ob;
-          for (int a = 0; a < 6; ++a)
-            for (int l = 0; l < kLanes; ++l) t[a][j][l] += kG[a][i] * wij[l];
+      float t[P][Q][kLanes] = {}, r[kLanes];  // t = M in
+      for (int i = 0; i < Q; ++i)
+        for (int j = 0; j < Q; ++j) {
+          const float* x = in + ((i * Q + j) * c + ci) * o + ob;
+          for (int p = 0; p < P; ++p)
+            for (int l = 0; l < kLanes; ++l) t[p][j][l] += mat[p][i] * x[l];
         }
-      for (int a = 0; a < 6; ++a)
-        for (int b = 0; b < 6; ++b) {
-          for (int l = 0; l < kLanes; ++l)
-            r[l] = t[a][0][l] * kG[b][0] + t[a][1][l] * kG[b][1] + t[a][2][l] * kG[b][2];
-          std::copy(r, r + kLanes, u + ((a * 6 + b) * c + ci) * o + ob);
-        }
-    }
-}
-
-// dw[i][j][c][o] = (G^T dU G)[i][j] (the adjoint of WeightTiles).
-void WeightGrad(const float* du, int64_t c, int64_t o, float* dw) {
-#pragma omp parallel for
-  for (int64_t ci = 0; ci < c; ++ci)
-    for (int64_t ob = 0; ob < o; ob += kLanes) {
-      float t[3][6][kLanes] = {}, r[kLanes];
-      for (int a = 0; a < 6; ++a)
-        for (int b = 0; b < 6; ++b) {
-          const float* dab = du + ((a * 6 + b) * c + ci) * o + ob;
-          for (int i = 0; i < 3; ++i)
-            for (int l = 0; l < kLanes; ++l) t[i][b][l] += kG[a][i] * dab[l];
-        }
-      for (int i = 0; i < 3; ++i)
-        for (int j = 0; j < 3; ++j) {
+      for (int p = 0; p < P; ++p)
+        for (int q = 0; q < P; ++q) {
           for (int l = 0; l < kLanes; ++l) {
             r[l] = 0;
-            for (int b = 0; b < 6; ++b) r[l] += t[i][b][l] * kG[b][j];
+            for (int j = 0; j < Q; ++j) r[l] += t[p][j][l] * mat[q][j];
           }
-          std::copy(r, r + kLanes, dw + ((i * 3 + j) * c + ci) * o + ob);
+          std::copy(r, r + kLanes, out + ((p * P + q) * c + ci) * o + ob);
         }
     }
 }
@@ -354,17 +344,11 @@ ffi::Error RunWinograd(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyB
   const int64_t c = xd[3], o = wd[3];
   const std::string key = std::to_string(kind) + "," + std::to_string(t.count) + "," + std::to_string(c) + "," +
                           std::to_string(o);
-  std::shared_ptr<Matmul> mm;
-  {
-    std::lock_guard<std::mutex> lock(cache_mu);
-    auto it = matmul_cache.find(key);
-    if (it == matmul_cache.end()) it = matmul_cache.emplace(key, BuildMatmul(kind, t.count, c, o)).first;
-    mm = it->second;
-  }
+  const auto mm = Cache(matmul_cache, key, [&] { return BuildMatmul(kind, t.count, c, o); });
   // V, then Z (kind 4) or U (kind 3), then the product, then the matmul's scratchpad: 64-byte aligned parts of
   // one buffer per calling thread (thread_local: OpenMP's threads see it through these pointers).
   const auto floats = [](size_t bytes) { return (bytes + 63) / 64 * 16; };
-  const size_t sizes[4] = {floats(36 * t.count * c * 4), floats(mm->b_md.get_size()), floats(mm->out_md.get_size()),
+  const size_t sizes[4] = {floats(mm->a_md.get_size()), floats(mm->b_md.get_size()), floats(mm->out_md.get_size()),
                            floats(mm->scratch_md.get_size())};
   thread_local std::vector<float> buf;
   buf.resize(sizes[0] + sizes[1] + sizes[2] + sizes[3] + 16);
@@ -375,7 +359,7 @@ ffi::Error RunWinograd(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyB
   const float* in = static_cast<const float*>(a.untyped_data());
   const float* other = static_cast<const float*>(b.untyped_data());
   InputTiles(in, t, c, v);
-  if (kind == 3) WeightTiles(other, c, o, rhs);
+  if (kind == 3) KernelTransform(kG, other, c, o, rhs);
   else GradTiles(other, t, o, rhs);
   auto& eng = Engine();
   dnnl::stream stream(eng);
@@ -386,7 +370,7 @@ ffi::Error RunWinograd(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyB
   stream.wait();
   float* result = static_cast<float*>(out->untyped_data());
   if (kind == 3) OutputTiles(prod, t, o, result);
-  else WeightGrad(prod, c, o, result);
+  else KernelTransform(kGT, prod, c, o, result);
   return ffi::Error::Success();
 }
 
