@@ -1,5 +1,4 @@
-"""diffjax: diffusion models in JAX — training, sampling, restoration, classical baselines."""
+"""diffjax: diffusion models in JAX: training, sampling, restoration, classical baselines.
 
-from diffjax import cpu_defaults as _cpu_defaults
-
-_cpu_defaults.apply_defaults()
+Importing it changes nothing in the process; the CPU tuning of the entry points is `diffjax.runtime.configure()`.
+"""

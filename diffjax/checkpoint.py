@@ -23,16 +23,22 @@ from diffjax import images
 MANIFEST = "sha256.json"
 log = logging.getLogger(__name__)
 
-# The train state is replicated on every device of one host: write each array from one replica. Orbax's
-# default splits every replicated array into per-device slices, one dispatch each (6 s per save of the
-# tiny test model on 8 devices, about 1 s without). The override is intended: Orbax's warning about it is muted.
-_absl_log, _level = logging.getLogger("absl"), logging.getLogger("absl").level
-_absl_log.setLevel(logging.ERROR)
-try:
-    ocp.type_handlers.register_type_handler(jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False),
-                                            override=True)
-finally:
-    _absl_log.setLevel(_level)
+
+
+def _handlers() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
+    """Orbax's PyTree handler with a `jax.Array` handler that writes each replicated array from one replica
+    (Orbax's default splits a replicated array into per-device slices, one dispatch each), registered for this
+    manager only: Orbax's global type registry is left as it is."""
+    th = ocp.type_handlers
+    types = th.create_type_handler_registry(
+        (int, th.ScalarHandler()), (float, th.ScalarHandler()), (np.number, th.ScalarHandler()),
+        (np.ndarray, th.NumpyHandler()), (str, th.StringHandler()),
+        (jax.Array, th.ArrayHandler(use_replica_parallel=False)))
+    handler = ocp.PyTreeCheckpointHandler(type_handler_registry=types)
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    registry.add(None, ocp.args.PyTreeSave, handler)
+    registry.add(None, ocp.args.PyTreeRestore, handler)
+    return registry
 
 
 class CheckpointError(RuntimeError):
@@ -45,7 +51,8 @@ def manager(workdir, max_to_keep: int = 2, create: bool = True) -> ocp.Checkpoin
     if not create and not path.is_dir():
         raise CheckpointError(f"no checkpoints in {path.parent}: train there first "
                               f"(python -m experiments.train_ddpm --workdir {path.parent})")
-    return ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create))
+    return ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create),
+                                 handler_registry=_handlers())
 
 
 def _digests(step_dir: Path) -> dict:

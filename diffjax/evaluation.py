@@ -39,7 +39,7 @@ def evaluate(workdir, sampler=None, steps: int = 50, eta: float = 0.0, num: int 
     cfg, graphdef, params, step = train.restore_ema(workdir)
     p = processes.make(cfg)
     prior = processes.load_prior(cfg, workdir) if sampler == "ihdm" else None
-    train_ds, test_ds = data.load(cfg.data.dataset, "train"), data.load(cfg.data.dataset, "test")
+    train_ds, test_ds = data.from_config(cfg, "train"), data.from_config(cfg, "test")
     clf = None if rgb else digit_score.load_or_train(cache_dir, train_ds, test_ds)
     shape = (cfg.data.image_size, cfg.data.image_size, cfg.data.channels)
     tic = time.perf_counter()

@@ -189,7 +189,7 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
     mesh = mesh or parallel.make_mesh()
     config_check.check(cfg, mesh.shape[parallel.DATA])
     _check_same_run(workdir, cfg)
-    ds = data.load(cfg.data.dataset, "train")
+    ds = data.from_config(cfg, "train")
     if ds.images.shape[1:] != (cfg.data.image_size, cfg.data.image_size, cfg.data.channels):
         raise ValueError(f"dataset {ds.name} has images {ds.images.shape[1:]}, config expects "
                          f"{(cfg.data.image_size, cfg.data.image_size, cfg.data.channels)}")
@@ -214,7 +214,7 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
     t = cfg.train
     eval_every = t.get("eval_every", 0)
     if eval_every:
-        test_ds = data.load(cfg.data.dataset, "test")
+        test_ds = data.from_config(cfg, "test")
         classifier = digit_score.load_or_train(digit_score.DEFAULT_CACHE, ds, test_ds)
     pending = []       # (step, device metrics) since the last host sync
 

@@ -6,7 +6,7 @@ GFLOP/s), DDIM sampling (images/s), this machine's f32 matmul peak and the step'
 it, and jitted Perona-Malik diffusion (1000 MNIST-sized images x 50 steps, images/s). The FLOP count is that of
 direct convolutions, so with Winograd's (4x fewer multiplications in its 3x3 convolutions) GFLOP/s and the
 fraction of peak are direct-equivalent rates and can exceed 1; the "direct convolutions" row gives the real one.
-Settings (`diffjax.cpu_defaults`, `diffjax.nn.conv`): the project's defaults (oneDNN's convolutions, Winograd's
+Settings (`diffjax.runtime`, `diffjax.nn.conv`): the project's defaults (oneDNN's convolutions, Winograd's
 for 3x3 float32 ones, on one CPU device; YNNPACK off for XLA's single convolutions; tcmalloc preloaded where it
 is installed, else glibc's malloc tuned to reuse freed buffers), the same with oneDNN's direct convolutions only,
 with XLA's convolutions, the tuned glibc malloc where tcmalloc would be the default, glibc's default malloc, and
@@ -22,7 +22,7 @@ import time
 
 from absl import flags
 
-from diffjax import cpu_defaults
+from diffjax import runtime
 from experiments import cli
 
 flags.DEFINE_string("config", "reference", "config name in experiments/configs (mnist, cifar10, reference, ...)")
@@ -46,7 +46,7 @@ SETTINGS = {  # name: (XLA flags appended, environment)
 
 def settings(find_library=ctypes.util.find_library) -> dict:
     """SETTINGS, plus the tuned glibc malloc where the default preloads tcmalloc (the library is installed)."""
-    if not find_library(cpu_defaults.TCMALLOC):
+    if not find_library(runtime.TCMALLOC):
         return SETTINGS
     default, *rest = SETTINGS.items()
     return dict([default, ("tuned glibc malloc", ("", {"DIFFJAX_TCMALLOC": "0"})), *rest])
@@ -57,9 +57,9 @@ def worker_env(xla_flags: str, extra_env: dict, base=os.environ) -> dict:
     `DIFFJAX_TCMALLOC=0` also drops the malloc library that this process (restarted with tcmalloc) or the user
     preloaded, so that its worker runs on glibc's malloc."""
     env = dict(base, XLA_FLAGS=" ".join([base.get("XLA_FLAGS", ""), xla_flags]).strip(), **extra_env)
-    preloaded = cpu_defaults.preloaded_allocator(env)
+    preloaded = runtime.preloaded_allocator(env)
     if env.get("DIFFJAX_TCMALLOC") == "0" and preloaded:
-        env["LD_PRELOAD"] = " ".join(e for e in cpu_defaults.preload_entries(env) if e != preloaded)
+        env["LD_PRELOAD"] = " ".join(e for e in runtime.preload_entries(env) if e != preloaded)
     return env
 
 
@@ -148,7 +148,7 @@ def _worker(f) -> None:
     result = measure(cfg, f.steps, f.sample_batch, f.sample_steps)
     result.update(matmul_peak_gflops=peak, fraction_of_peak=result["achieved_gflops"] / peak,
                   perona_malik_images_per_s=perona_malik_images_per_s(), xla_flags=os.environ.get("XLA_FLAGS", ""),
-                  malloc_tuned=cpu_defaults.malloc_tuned, allocator=cpu_defaults.preloaded_allocator() or "glibc",
+                  malloc_tuned=runtime.malloc_tuned, allocator=runtime.preloaded_allocator() or "glibc",
                   convolutions=("XLA" if not conv.use_onednn() else
                                 "oneDNN, Winograd 3x3" if conv.winograd_enabled() else "oneDNN direct"))
     print("BENCH " + json.dumps(result))

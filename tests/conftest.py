@@ -16,11 +16,16 @@ os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_forc
 os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", ".jax_cache"))
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 # The entry points the tests start run under glibc's malloc on every machine: no restart with tcmalloc where it
-# happens to be installed (tests/test_cpu_defaults.py checks that restart).
+# happens to be installed (tests/test_runtime.py checks that restart).
 os.environ["DIFFJAX_TCMALLOC"] = "0"
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
+
+from diffjax import runtime  # noqa: E402
+
+# The entry points' CPU tuning, so that tests compute what the entry points they start compute.
+runtime.configure()
 
 from experiments.configs import tiny  # noqa: E402
 

@@ -64,6 +64,17 @@ def test_unknown_method_and_wrong_degradation_rejected(digits):
         classical.restore("median", obs, size=3)
 
 
+def test_bm3d_without_its_package_is_left_out_of_the_defaults_and_named_when_asked_for(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "bm3d" else real(n, *a))
+    assert "bm3d" not in classical.available() and "bm3d_anscombe" not in classical.available()
+    assert "nl_means" in classical.available()
+    with pytest.raises(ValueError, match=r"needs the 'bm3d' package: pip install 'diffjax\[bm3d\]'"):
+        classical.get("bm3d")
+
+
 def _tv_gap(x, p, q, y, lam, kind, level, fidelity):
     """Primal-dual gap of min_{0<=x<=1} G(x) + F(K x), an independent certificate of optimality:
     P(x) - D(p, q) >= 0, zero exactly at a saddle point (Chambolle & Pock 2011, Sec. 2)."""

@@ -12,7 +12,8 @@ compiler (`$CXX`, else `c++`) for this CPU against the `onednn-cpu-gomp` wheel a
 `$DIFFJAX_CACHE` (default ~/.cache/diffjax). `conv2d` is a `custom_vjp` whose backward pass calls the gradient
 kernels. Used where the default backend is one CPU device (a sharded batch would need a partitioning rule for
 the custom call) and the handler builds; `DIFFJAX_ONEDNN=0` turns all of it off, `DIFFJAX_WINOGRAD=0` only
-Winograd (read when tracing), and a failed build falls back to XLA with one warning.
+Winograd (read when tracing). Without the oneDNN wheels (they exist for Linux x86-64 only) or when the build fails,
+XLA's convolutions run, with one warning.
 """
 
 import contextlib
@@ -84,10 +85,25 @@ def build_library() -> Path:
     return out
 
 
+def onednn_installed() -> bool:
+    """Whether the oneDNN wheels are installed (`pip install 'diffjax[onednn]'`, Linux x86-64 only)."""
+    try:
+        importlib.metadata.distribution("onednn-devel-cpu-gomp")
+        importlib.metadata.distribution("onednn-cpu-gomp")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 @functools.cache
 def onednn_available() -> bool:
-    """Whether the oneDNN handler is built, loaded and registered with XLA (tried once per process)."""
+    """Whether the oneDNN handler is built, loaded and registered with XLA (tried once per process; without the
+    oneDNN wheels, or when the build fails, one warning says XLA's convolutions run instead)."""
     if os.environ.get("DIFFJAX_ONEDNN", "1") == "0":
+        return False
+    if not onednn_installed():
+        logging.warning("oneDNN is not installed: XLA's convolutions run (on Linux x86-64, "
+                        "pip install 'diffjax[onednn]' makes the CPU train step faster)")
         return False
     try:
         lib = ctypes.cdll.LoadLibrary(str(build_library()))

@@ -14,7 +14,7 @@ def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.name = "mnist"
     c.seed = 0
-    c.data = dict(dataset="mnist", image_size=28, channels=1, random_flip=False)
+    c.data = dict(dataset="mnist", path="", image_size=28, channels=1, random_flip=False)  # path: cifar-10-python.tar.gz
     c.model = dict(ch=16, ch_mult=(1, 2, 4), num_res_blocks=1, attn_resolutions=(7,), attn_middle=True,
                    dropout=0.0, groups=8, num_classes=0, dtype="float32")
     # process "gaussian" (the default when unset); the heat processes: mnist_heat.py, mnist_blur.py

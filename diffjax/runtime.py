@@ -1,32 +1,21 @@
-"""Project-wide CPU defaults, applied when diffjax is imported, before JAX initialises its backend.
+"""CPU runtime settings for the entry points: XLA flags, the allocator, JAX's CPU dispatch.
 
-XLA flags: this jaxlib routes every convolution through YNNPACK, which is slow on the CPUs we
-measured; excluding single convolutions from YNN fusion roughly doubles the UNet train step (see
-`python -m experiments.bench`). On CPUs with AVX-512, XLA's LLVM code uses 512-bit vectors instead of its
-default 256 (`--xla_cpu_prefer_vector_width=512`): the reference train step 6-34% faster in 4 alternating pairs
-of processes on a 2-core Sapphire Rapids Xeon; reductions then sum in another order, so the last bits differ
-from those of 256-bit code. A flag the user already set in `XLA_FLAGS` always wins.
+Nothing here runs when diffjax is imported. The entry points (`experiments.cli.run`) call `configure()` before
+their first computation; a program or notebook that wants the same CPU speed calls `diffjax.runtime.configure()`
+itself, before JAX starts its backend. What each setting does (measurements: docs/performance.md):
 
-Allocator: XLA:CPU mallocs each run's temporary buffers (3.2 GB for the reference train step) and
-frees them when the run ends. glibc serves blocks this large from fresh mmap'd pages, so every step
-faults all of them in again: 850,000 page faults per reference step, and an elementwise fusion over fresh
-pages runs 4x slower than over reused ones. No mmap and no trimming (mallopt M_MMAP_MAX = 0,
-M_TRIM_THRESHOLD = -1) keep the freed buffers for the next step, but only in glibc's main arena: a
-thread's own arena maps any block over 64 MB whatever M_MMAP_MAX says, and JAX runs a CPU computation on
-a dispatch thread of its own. So the tuning also turns JAX's asynchronous CPU dispatch off
-(`jax_cpu_enable_async_dispatch`): a computation then runs on the calling thread, whose buffers come from
-the main arena, while XLA's worker threads keep their own arenas for their many small allocations (oneDNN's
-GEMM workspace, 71,000 per reference train step), which one shared arena (M_ARENA_MAX = 1) left searching
-a fragmented heap (README, CPU speed). The price: the process keeps its peak heap until it exits. Set it
-up before JAX's backend starts: import diffjax first. Skipped off glibc, when the user configures malloc
-(`MALLOC_*` or `GLIBC_TUNABLES` in the environment) or preloads another allocator (a `*malloc*` library in
-`LD_PRELOAD`), and with `DIFFJAX_TUNE_MALLOC=0`.
-
-tcmalloc, made for many threads, needs neither setting, but a preloaded library takes effect only when a process
-starts: where it is installed (Debian: libtcmalloc-minimal4), the entry points restart themselves once with it in
-`LD_PRELOAD` (`restart_with_tcmalloc`; `DIFFJAX_TCMALLOC=0` turns this off). On a 2-core AVX-512 EPYC against the
-tuned glibc malloc, one `experiments.bench` run each: the reference train step 22.9 -> 23.9 images/s, DDIM-50 after
-it 1.4 -> 1.5; the default MNIST config's train step 242.9 -> 241.2 (README, CPU speed).
+- XLA flags: single convolutions are kept out of XLA's YNNPACK fusions
+  (`--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`), and on AVX-512 CPUs XLA's LLVM code uses
+  512-bit vectors (`--xla_cpu_prefer_vector_width=512`; reductions then sum in another order, so the last bits
+  differ from those of 256-bit code). A flag already set in `XLA_FLAGS` wins.
+- glibc's malloc keeps freed large blocks for reuse (mallopt M_MMAP_MAX = 0, M_TRIM_THRESHOLD = -1) instead of
+  mapping fresh pages for every XLA temporary buffer, which then faults them all in again. This holds only in
+  glibc's main arena, so JAX's asynchronous CPU dispatch is turned off with it: computations run on the calling
+  thread. The process keeps its peak heap until it exits. Skipped off glibc, when the user configures malloc
+  (`MALLOC_*`, `GLIBC_TUNABLES`), preloads another allocator, or sets `DIFFJAX_TUNE_MALLOC=0`.
+- tcmalloc, where installed (Debian: libtcmalloc-minimal4), needs neither malloc setting; a preloaded library
+  takes effect only when a process starts, so the entry points restart themselves once with it in `LD_PRELOAD`
+  (`restart_with_tcmalloc`; `DIFFJAX_TCMALLOC=0` turns this off).
 """
 
 import ctypes
@@ -105,11 +94,12 @@ def restart_with_tcmalloc(env=os.environ, find_library=ctypes.util.find_library)
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**env, "LD_PRELOAD": preload})
 
 
-malloc_tuned = False  # whether `apply_defaults` tuned glibc's malloc in this process
+malloc_tuned = False  # whether `configure` tuned glibc's malloc in this process
 
 
-def apply_defaults(env=os.environ) -> None:
-    """XLA flags; glibc's malloc tuned, and with it JAX's CPU computations run on the calling thread."""
+def configure(env=os.environ) -> None:
+    """XLA flags; glibc's malloc tuned, and with it JAX's CPU computations run on the calling thread.
+    Call it before the first JAX computation (the XLA flags are read when the backend starts)."""
     global malloc_tuned
     apply_xla_defaults(env)
     malloc_tuned = tune_malloc(env)

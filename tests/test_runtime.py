@@ -4,44 +4,7 @@ import sys
 
 import pytest
 
-from diffjax import cpu_defaults
-
-# Page faults of each of the last 10 of 20 runs of a jitted program writing a new 64 MB array each time.
-# PJRT frees a released array on another thread, so after each run we wait until malloc's bytes in use
-# (mallinfo2: heap + mmap'd) are back within half an output array of what they were before the first run:
-# under load the frees lag, and without the wait the reused heap would grow by however many arrays were in
-# flight. Even so, under load a small allocation now and then lands in a freed output's block and splits it
-# (2 of the last 10 runs mapped a new array in one run of the suite), so the tuned allocator must reuse the
-# freed block in at least half of the runs, not in all.
-FAULTS = r"""
-import ctypes, resource, time
-import diffjax
-import jax, jax.numpy as jnp
-
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
-
-libc = ctypes.CDLL(None)
-libc.mallinfo2.restype = MallInfo2
-def in_use():
-    info = libc.mallinfo2()
-    return info.uordblks + info.hblkhd
-
-f = jax.jit(lambda x: x * 2 + 1)
-x = jnp.ones((4096, 4096), jnp.float32).block_until_ready()
-before = in_use()
-faults = []
-for _ in range(20):
-    r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    f(x).block_until_ready()
-    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0)
-    deadline = time.monotonic() + 30
-    while in_use() > before + x.nbytes // 2 and time.monotonic() < deadline:
-        time.sleep(0.001)
-print(*faults[-10:])
-"""
-
+from diffjax import runtime
 
 GLIBC_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
                                 reason="glibc only")
@@ -54,77 +17,64 @@ def _run(code: str, **env) -> str:
                           check=True).stdout
 
 
-def _faults(**env):
-    return [int(n) for n in _run(FAULTS, **env).split()]
-
-
-@GLIBC_ONLY
-def test_tuned_malloc_reuses_freed_buffers_instead_of_faulting_fresh_pages_in():
-    pages = 4096 * 4096 * 4 // os.sysconf("SC_PAGE_SIZE")
-    fresh = lambda faults: sum(n >= 0.9 * pages for n in faults)  # noqa: E731  runs that mapped a new array
-    assert fresh(_faults(DIFFJAX_TUNE_MALLOC="0")) == 10  # glibc's default: every output on new pages
-    assert fresh(_faults()) <= 5
-    assert fresh(_faults(MALLOC_ARENA_MAX="4")) == 10  # the user's malloc settings win
-
-
 @GLIBC_ONLY
 def test_the_tuning_runs_computations_on_the_calling_thread_and_opting_out_leaves_dispatch_asynchronous():
     # the buffers of a computation come from the main arena only if it runs on the main thread (module docstring)
-    code = "import diffjax, jax; print(jax.config.values['jax_cpu_enable_async_dispatch'])"
+    code = "import diffjax.runtime, jax; diffjax.runtime.configure(); print(jax.config.values['jax_cpu_enable_async_dispatch'])"
     assert _run(code).strip() == "False"
     assert _run(code, DIFFJAX_TUNE_MALLOC="0").strip() == "True"
 
 
 def test_xla_defaults_are_appended_unless_the_user_set_the_flag():
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    cpu_defaults.apply_xla_defaults(env, avx512=False)
+    runtime.apply_xla_defaults(env, avx512=False)
     assert env["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=8",
                                         "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"]
     env = {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution"}
-    cpu_defaults.apply_xla_defaults(env, avx512=False)
+    runtime.apply_xla_defaults(env, avx512=False)
     assert env["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution"
     env = {}
-    cpu_defaults.apply_xla_defaults(env, avx512=True)
+    runtime.apply_xla_defaults(env, avx512=True)
     assert env["XLA_FLAGS"].split() == ["--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
                                         "--xla_cpu_prefer_vector_width=512"]
     env = {"XLA_FLAGS": "--xla_cpu_prefer_vector_width=256"}
-    cpu_defaults.apply_xla_defaults(env, avx512=True)
+    runtime.apply_xla_defaults(env, avx512=True)
     assert "--xla_cpu_prefer_vector_width=512" not in env["XLA_FLAGS"]
 
 
 def test_avx512_is_read_off_the_cpu_flags(tmp_path):
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n\nprocessor\t: 1\n")
-    assert cpu_defaults.has_avx512(info)
+    assert runtime.has_avx512(info)
     info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512_vnni_missing\n")
-    assert not cpu_defaults.has_avx512(info)
-    assert not cpu_defaults.has_avx512(tmp_path / "absent")
+    assert not runtime.has_avx512(info)
+    assert not runtime.has_avx512(tmp_path / "absent")
 
 
 TC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
 
 
 def _installed(name):
-    return TC if name == cpu_defaults.TCMALLOC else None
+    return TC if name == runtime.TCMALLOC else None
 
 
 def test_a_preloaded_allocator_is_named_and_left_untuned():
-    assert cpu_defaults.preloaded_allocator({"LD_PRELOAD": TC}) == TC
-    assert cpu_defaults.preloaded_allocator({"LD_PRELOAD": f"libfoo.so:{TC}"}) == TC
-    assert cpu_defaults.preloaded_allocator({"LD_PRELOAD": "libjemalloc.so.2 libbar.so"}) == "libjemalloc.so.2"
-    assert cpu_defaults.preloaded_allocator({"LD_PRELOAD": "/opt/malloc_hooks/libbar.so"}) is None
-    assert cpu_defaults.preloaded_allocator({}) is None
-    assert not cpu_defaults.tune_malloc({"LD_PRELOAD": TC})
+    assert runtime.preloaded_allocator({"LD_PRELOAD": TC}) == TC
+    assert runtime.preloaded_allocator({"LD_PRELOAD": f"libfoo.so:{TC}"}) == TC
+    assert runtime.preloaded_allocator({"LD_PRELOAD": "libjemalloc.so.2 libbar.so"}) == "libjemalloc.so.2"
+    assert runtime.preloaded_allocator({"LD_PRELOAD": "/opt/malloc_hooks/libbar.so"}) is None
+    assert runtime.preloaded_allocator({}) is None
+    assert not runtime.tune_malloc({"LD_PRELOAD": TC})
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="LD_PRELOAD is Linux's")
 def test_tcmalloc_is_preloaded_where_installed_unless_turned_off_or_another_allocator_is_preloaded():
-    assert cpu_defaults.tcmalloc_to_preload({}, _installed) == TC
-    assert cpu_defaults.tcmalloc_to_preload({"LD_PRELOAD": "libfoo.so"}, _installed) == TC
-    assert cpu_defaults.tcmalloc_to_preload({}, lambda name: None) is None  # not installed
-    assert cpu_defaults.tcmalloc_to_preload({"DIFFJAX_TCMALLOC": "0"}, _installed) is None
-    assert cpu_defaults.tcmalloc_to_preload({"LD_PRELOAD": TC}, _installed) is None  # restarted already
-    assert cpu_defaults.tcmalloc_to_preload({"LD_PRELOAD": "libjemalloc.so.2"}, _installed) is None
+    assert runtime.tcmalloc_to_preload({}, _installed) == TC
+    assert runtime.tcmalloc_to_preload({"LD_PRELOAD": "libfoo.so"}, _installed) == TC
+    assert runtime.tcmalloc_to_preload({}, lambda name: None) is None  # not installed
+    assert runtime.tcmalloc_to_preload({"DIFFJAX_TCMALLOC": "0"}, _installed) is None
+    assert runtime.tcmalloc_to_preload({"LD_PRELOAD": TC}, _installed) is None  # restarted already
+    assert runtime.tcmalloc_to_preload({"LD_PRELOAD": "libjemalloc.so.2"}, _installed) is None
 
 
 # An entry point whose "tcmalloc" is glibc's own libc.so.6 (preloading it changes nothing): it must restart once
@@ -173,4 +123,34 @@ def test_the_bench_runs_its_glibc_settings_without_the_preloaded_allocator():
     default, tuned = bench.worker_env("", {}, base), bench.worker_env("--b=2", {"DIFFJAX_TCMALLOC": "0"}, base)
     assert default["LD_PRELOAD"] == f"libfoo.so {TC}" and default["XLA_FLAGS"] == "--a=1"
     assert tuned["LD_PRELOAD"] == "libfoo.so" and tuned["XLA_FLAGS"] == "--a=1 --b=2"
-    assert cpu_defaults.preloaded_allocator(tuned) is None  # so the worker tunes glibc's malloc
+    assert runtime.preloaded_allocator(tuned) is None  # so the worker tunes glibc's malloc
+
+
+SNAPSHOT = r"""
+import json, os, sys
+import jax
+from orbax.checkpoint._src.serialization.type_handler_registry import GLOBAL_TYPE_HANDLER_REGISTRY as registry
+def snapshot():
+    return {"environ": dict(os.environ), "jax": {k: repr(v) for k, v in jax.config.values.items()},
+            "orbax": [(id(f), id(h)) for f, h in registry._type_registry]}
+before = snapshot()
+if sys.argv[1] == "import":
+    import importlib, pkgutil, diffjax
+    for m in pkgutil.walk_packages(diffjax.__path__, "diffjax."):
+        importlib.import_module(m.name)
+print(json.dumps(before == snapshot()), json.dumps(snapshot()["environ"]), json.dumps(snapshot()["jax"]))
+"""
+
+
+def test_importing_every_diffjax_module_changes_no_environment_variable_jax_option_or_orbax_handler():
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    run = lambda how: subprocess.run([sys.executable, "-c", SNAPSHOT, how], env=env, capture_output=True,  # noqa
+                                     text=True, check=True).stdout.split(" ", 1)
+    unchanged, imported = run("import")
+    assert unchanged == "true"
+    assert run("none")[1] == imported   # the same as a process that never imported diffjax
+    # and the explicit call does change them (so the snapshot can see a change)
+    changed = subprocess.run([sys.executable, "-c", SNAPSHOT.replace("print(", "import diffjax.runtime; "
+                              "diffjax.runtime.configure({}); print(").replace("configure({})", "configure()"),
+                              "none"], env=env, capture_output=True, text=True, check=True).stdout
+    assert changed.split(" ", 1)[0] == "false"
