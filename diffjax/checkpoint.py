@@ -50,7 +50,7 @@ def manager(workdir, max_to_keep: int = 2, create: bool = True) -> ocp.Checkpoin
     path = Path(workdir).absolute() / "checkpoints"
     if not create and not path.is_dir():
         raise CheckpointError(f"no checkpoints in {path.parent}: train there first "
-                              f"(python -m experiments.train_ddpm --workdir {path.parent})")
+                              f"(python -m experiments.train_ddpm --out {path.parent})")
     return ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create),
                                  handler_registry=_handlers())
 
@@ -156,7 +156,7 @@ def restore(mngr: ocp.CheckpointManager, target, step: int | None = None):
         if step is None:
             log.warning("checkpoint %s is damaged (%s); falling back to an earlier step", step_dir, problem)
     raise CheckpointError(f"no intact checkpoint in {mngr.directory} ({'; '.join(problems)}): delete the damaged "
-                          f"step directories and train again, or start a new --workdir")
+                          f"step directories and train again, or start a new --out")
 
 
 def set_aside_after(mngr: ocp.CheckpointManager, step: int) -> None:

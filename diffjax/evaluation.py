@@ -50,8 +50,9 @@ def evaluate(workdir, sampler=None, steps: int = 50, eta: float = 0.0, num: int 
     seconds = time.perf_counter() - tic
     calls = samplers.nfe(sampler, steps, p.num_timesteps)
     nfe = calls * (2 if labels is not None and guidance > 0 else 1)  # guided: the conditional and the null call
-    key = (f"{sampler}_{calls if sampler in ('ddpm', 'ihdm') else steps}"
-           + (f"_w{guidance:g}" if labels is not None else "") + f"_n{num}_seed{seed}")
+    key = "_".join([sampler, f"{calls if sampler in ('ddpm', 'ihdm') else steps}steps",
+                    *([f"eta{eta:g}"] if sampler in ("ddim", "ihdm") else []),
+                    *([f"w{guidance:g}"] if labels is not None else []), f"n{num}", f"seed{seed}"])
     generated = data.to_uint8(x)
     result = {"sampler": sampler, "steps": steps, "nfe": nfe, "eta": eta if sampler == "ddim" else None,
               "guidance": guidance if labels is not None else None, "num": num, "seed": seed,

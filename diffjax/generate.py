@@ -79,13 +79,21 @@ def sample(graphdef, params, s, key, num: int, image_shape, *, mesh=None, sample
         labels = np.resize(np.asarray(labels, np.int32), -(-num // batch_size) * batch_size)  # pad the last batch
     kwargs.update(num_frames=num_frames, out_sharding=parallel.batch_sharded(mesh))
     outs, frames = [], []
-    for i in tqdm(range(-(-num // batch_size)), desc=f"{sampler} sampling", disable=not progress):
-        batch_labels = None if labels is None else labels[i * batch_size:(i + 1) * batch_size]
-        fn = eps_fn(graphdef, params, s, prediction, batch_labels, guidance)
-        out = samplers.SAMPLERS[sampler](fn, s, jax.random.fold_in(key, i), (batch_size, *image_shape), **kwargs)
-        x, f = out if num_frames else (out, None)
-        outs.append(np.asarray(x))
-        if num_frames:
-            frames.append(np.asarray(f))
+    bar = tqdm(total=num, unit="image", desc=f"{sampler} sampling", disable=not progress, dynamic_ncols=True)
+
+    def on_step(i, n):   # the bar moves with the sampler's steps: images done + this batch's fraction
+        target = min(num, len(outs) * batch_size + round(batch_size * (i + 1) / n))
+        if target > bar.n:
+            bar.update(target - bar.n)
+
+    with bar, samplers.reporting(on_step if progress else None):
+        for i in range(-(-num // batch_size)):
+            batch_labels = None if labels is None else labels[i * batch_size:(i + 1) * batch_size]
+            fn = eps_fn(graphdef, params, s, prediction, batch_labels, guidance)
+            out = samplers.SAMPLERS[sampler](fn, s, jax.random.fold_in(key, i), (batch_size, *image_shape), **kwargs)
+            x, f = out if num_frames else (out, None)
+            outs.append(np.asarray(x))
+            if num_frames:
+                frames.append(np.asarray(f))
     x = np.concatenate(outs)[:num]
     return (x, np.concatenate(frames, axis=1)[:, :num]) if num_frames else x

@@ -4,6 +4,7 @@ import math
 import os
 from pathlib import Path
 
+import einops
 import numpy as np
 from PIL import Image
 
@@ -12,14 +13,12 @@ from diffjax.data import to_uint8
 
 def grid(images_uint8: np.ndarray, ncols: int | None = None, pad: int = 2, pad_value: int = 255) -> np.ndarray:
     """Tiles [N, H, W, C] uint8 images into one [rows*(H+pad)+pad, cols*(W+pad)+pad, C] image."""
-    n, h, w, c = images_uint8.shape
+    n = len(images_uint8)
     ncols = ncols or math.ceil(math.sqrt(n))
     nrows = math.ceil(n / ncols)
-    out = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), pad_value, np.uint8)
-    for i, img in enumerate(images_uint8):
-        r, col = divmod(i, ncols)
-        out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = img
-    return out
+    tiles = np.pad(images_uint8, ((0, nrows * ncols - n), (pad, 0), (pad, 0), (0, 0)), constant_values=pad_value)
+    out = einops.rearrange(tiles, "(r c) h w ch -> (r h) (c w) ch", c=ncols)
+    return np.pad(out, ((0, pad), (0, pad), (0, 0)), constant_values=pad_value)
 
 
 def _atomic(path, write) -> None:
@@ -79,6 +78,24 @@ def save_labelled_rows(path, rows, ncols: int = 8) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     _atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
+
+
+def save_loss_curve(path, records: list[dict]) -> None:
+    """The training loss (and its running mean over 10 logs) against the step, from metrics.jsonl records."""
+    from matplotlib.figure import Figure
+
+    steps = np.array([r["step"] for r in records])
+    loss = np.array([r["loss"] for r in records])
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.add_subplot()
+    ax.plot(steps, loss, lw=0.8, alpha=0.5, label="loss")
+    k = min(10, len(loss))
+    ax.plot(steps[k - 1:], np.convolve(loss, np.ones(k) / k, "valid"), lw=1.5, label=f"mean of {k} logs")
+    ax.set(xlabel="step", ylabel="loss", yscale="log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    _atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
 
 
 def load_folder(folder) -> np.ndarray:

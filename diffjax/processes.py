@@ -94,8 +94,8 @@ def load_prior(cfg, workdir) -> np.ndarray:
             coefs = f["coefficients"]
     except Exception as e:  # missing, truncated or not an npz: one error that says what to do
         raise ValueError(f"{path} is missing or unreadable ({type(e).__name__}); run python -m "
-                         f"experiments.train_ddpm --workdir {workdir} with the run's config to write it again")
+                         f"experiments.train_ddpm --out {workdir} with the run's config to write it again")
     if coefs.ndim != 4 or coefs.shape[1:] != (m, n, channels) or not np.all(np.isfinite(coefs)):
         raise ValueError(f"{path} holds {coefs.shape} coefficients, expected [N, {m}, {n}, {channels}] finite "
-                         f"ones; run python -m experiments.train_ddpm --workdir {workdir} to write it again")
+                         f"ones; run python -m experiments.train_ddpm --out {workdir} to write it again")
     return coefs

@@ -7,6 +7,7 @@ float32, t: [B] int32. Samplers know nothing about networks: pass a `jax.tree_ut
 params)` to have the parameters traced as arguments (not baked in as constants), or any callable.
 """
 
+import contextlib
 from functools import partial
 
 import jax
@@ -183,13 +184,34 @@ def _renoise(s, x, t, t_next, key):
     return jnp.sqrt(ratio) * x + jnp.sqrt(1.0 - ratio) * jax.random.normal(key, x.shape, x.dtype)
 
 
+_reporter = None   # called on the host with each finished step's index while `reporting` is active
+
+
+@contextlib.contextmanager
+def reporting(on_step):
+    """Inside this block every sampler calls `on_step(i, n)` on the host after its step i of n (a progress bar), through
+    `jax.debug.callback` (a program of its own: compiled apart from the silent one)."""
+    global _reporter
+    previous, _reporter = _reporter, on_step
+    try:
+        yield
+    finally:
+        _reporter = previous
+
+
+def _report(i, n):
+    if _reporter is not None:
+        _reporter(int(i), int(n))
+
+
 def _as_pytree(eps_fn):
     return eps_fn if isinstance(eps_fn, jax.tree_util.Partial) else jax.tree_util.Partial(eps_fn)
 
 
-@partial(jax.jit, static_argnames=("step", "shape", "variance", "clip_x0", "num_frames", "out_sharding", "jumps"))
+@partial(jax.jit, static_argnames=("step", "shape", "variance", "clip_x0", "num_frames", "out_sharding", "jumps",
+                                   "report"))
 def _scan(step, eps_fn, s, key, ts, eta, shape, variance, clip_x0, num_frames, out_sharding, jumps,
-          condition=None, x_init=None, memory=None):
+          condition=None, x_init=None, memory=None, report=False):
     """Runs x (x_init, or x_T ~ N(0, I)) through the pairs (ts[i], ts[i+1]), ts ending at -1: a reverse
     `step` where the time decreases, a forward re-noising jump where it increases (only if `jumps`).
     A multistep `step` takes and returns `memory` (a pytree carried along with x)."""
@@ -218,6 +240,8 @@ def _scan(step, eps_fn, s, key, ts, eta, shape, variance, clip_x0, num_frames, o
         if num_frames:
             hit = (frame_at == i).reshape((-1,) + (1,) * len(shape))
             frames = jnp.where(hit, x[None], frames)
+        if report:
+            jax.debug.callback(_report, i, n)
         return (x, frames, memory), None
 
     (x, frames, _), _ = jax.lax.scan(body, (x, frames, memory), jnp.arange(n))
@@ -229,7 +253,8 @@ def _run(step, eps_fn, s, key, shape, ts, eta, variance, clip_x0, num_frames, ou
     ts = np.append(ts, -1).astype(np.int32)
     jumps = bool(np.any(np.diff(ts) > 0))
     x, frames = _scan(step, _as_pytree(eps_fn), s, key, jnp.asarray(ts), jnp.float32(eta), tuple(shape),
-                      variance, clip_x0, num_frames, out_sharding, jumps, condition, x_init, memory)
+                      variance, clip_x0, num_frames, out_sharding, jumps, condition, x_init, memory,
+                      report=_reporter is not None)
     return (x, frames) if num_frames else x
 
 

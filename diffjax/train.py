@@ -9,6 +9,7 @@ inserts the gradient all-reduce.
 
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -90,7 +91,7 @@ def load_config(workdir) -> ml_collections.ConfigDict:
     path = Path(workdir) / "config.json"
     if not path.exists():
         raise checkpoint.CheckpointError(f"{workdir} is not a run directory (no config.json): train there first "
-                                         f"with python -m experiments.train_ddpm --workdir {workdir}")
+                                         f"with python -m experiments.train_ddpm --out {workdir}")
     return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
@@ -152,7 +153,7 @@ def _check_same_run(workdir: Path, cfg) -> None:
         changed = [k for k in ("data", "model", "diffusion", "seed") if old.get(k) != new.get(k)]
         if changed:
             raise ValueError(f"{workdir} holds a run with a different {', '.join(changed)} config; "
-                             f"use a new --workdir or the same config")
+                             f"use a new --out or the same config")
 
 
 def _read_metrics(path: Path, step: int) -> list[str]:
@@ -163,14 +164,14 @@ def _read_metrics(path: Path, step: int) -> list[str]:
     return [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
 
 
-def default_samples(graphdef, params, cfg, key, num: int, mesh, prior=None) -> np.ndarray:
+def default_samples(graphdef, params, cfg, key, num: int, mesh, prior=None, progress: bool = False) -> np.ndarray:
     """`num` samples from `params` with the process's default sampler (`sample_steps`, `sample_eta` where
     they apply; `prior`: the IHDM prior), in [-1, 1]."""
     shape = (cfg.data.image_size, cfg.data.image_size, cfg.data.channels)
     return generate.sample(graphdef, params, processes.make(cfg), key, num, shape, mesh=mesh,
                            sampler=processes.sampler_for(cfg), steps=cfg.train.sample_steps,
                            eta=processes.sampling_eta(cfg, cfg.train.sample_eta),
-                           prediction=processes.prediction(cfg), prior=prior)
+                           prediction=processes.prediction(cfg), prior=prior, progress=progress)
 
 
 def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = True) -> TrainState:
@@ -195,6 +196,8 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
                          f"{(cfg.data.image_size, cfg.data.image_size, cfg.data.channels)}")
     graphdef, state, sample_key = init_state(cfg, mesh)
     ds_images, ds_labels = data.device_put(ds, parallel.replicated(mesh))
+    if progress:
+        print(f"compiling the train step ({ds.name}, batch {cfg.train.batch_size}) ...", file=sys.stderr, flush=True)
     step_fn = make_train_step(graphdef, cfg, mesh).lower(state, ds_images, ds_labels).compile()
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -254,10 +257,12 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
                                           "steps_per_sec": t.log_every / (now - tic)}))
                 images.write_text(metrics_path, "".join(ln + "\n" for ln in logged))   # atomic
                 tic = now
+            if ckpt_now and logged:
+                images.save_loss_curve(workdir / "metrics.png", [json.loads(ln) for ln in logged])
             if sample_now or step == t.steps:
                 images.save_grid(workdir / "samples" / f"step_{step:07d}.png",
                                  default_samples(graphdef, state.ema_params, cfg, jax.random.fold_in(sample_key, step),
-                                                 t.num_sample_images, mesh, prior))
+                                                 t.num_sample_images, mesh, prior, progress))
             if eval_every and step % eval_every == 0:
                 eval_key = jax.random.fold_in(jax.random.fold_in(sample_key, step), 1)
                 x = default_samples(graphdef, state.ema_params, cfg, eval_key, t.eval_num, mesh, prior)

@@ -1,4 +1,4 @@
-"""Throughput benchmark: python -m experiments.bench [--config reference] [--out bench.json].
+"""Throughput benchmark: python -m experiments.bench [--config reference] [--out DIR].
 
 For the named config it measures, in one run per CPU setting (a subprocess each, since XLA
 and glibc read their settings once): the jitted train step (images/s, XLA's FLOP count,
@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from absl import flags
 
@@ -27,10 +28,10 @@ from experiments import cli
 
 flags.DEFINE_string("config", "reference", "config name in experiments/configs (mnist, cifar10, reference, ...)")
 flags.DEFINE_integer("batch_size", 0, "train batch size (0: the config's)", lower_bound=0)
-flags.DEFINE_integer("steps", 5, "timed train steps (after one warm-up)", lower_bound=1)
+flags.DEFINE_integer("train_steps", 5, "timed train steps (after one warm-up)", lower_bound=1)
 flags.DEFINE_integer("sample_batch", 32, "images per DDIM sampling call", lower_bound=1)
-flags.DEFINE_integer("sample_steps", 50, "DDIM steps", lower_bound=1)
-flags.DEFINE_string("out", "checkpoints/bench/bench.json", "where to write the numbers")
+flags.DEFINE_integer("steps", 50, "DDIM sampler steps", lower_bound=1)
+flags.DEFINE_string("out", "checkpoints/bench", "output directory (bench_<config>.json)")
 flags.DEFINE_bool("worker", False, "internal: measure in this process and print JSON")
 
 GLIBC = {"DIFFJAX_TCMALLOC": "0", "DIFFJAX_TUNE_MALLOC": "0"}
@@ -145,7 +146,7 @@ def _worker(f) -> None:
     if f.batch_size:
         cfg.train.batch_size = f.batch_size
     peak = matmul_peak_gflops()
-    result = measure(cfg, f.steps, f.sample_batch, f.sample_steps)
+    result = measure(cfg, f.train_steps, f.sample_batch, f.steps)
     result.update(matmul_peak_gflops=peak, fraction_of_peak=result["achieved_gflops"] / peak,
                   perona_malik_images_per_s=perona_malik_images_per_s(), xla_flags=os.environ.get("XLA_FLAGS", ""),
                   malloc_tuned=runtime.malloc_tuned, allocator=runtime.preloaded_allocator() or "glibc",
@@ -174,7 +175,11 @@ def main(argv):
     if f.worker:
         return _worker(f)
     results = {}
-    for name, (xla_flags, extra_env) in settings().items():
+    todo = settings()
+    for i, (name, (xla_flags, extra_env)) in enumerate(todo.items()):
+        print(f"[{i + 1}/{len(todo)}] {name}: compiling and timing the train step, DDIM-{f.steps} and Perona-Malik "
+              f"in a fresh process ...", file=sys.stderr, flush=True)
+        tic = time.perf_counter()
         env = worker_env(xla_flags, extra_env)
         args = [a for a in sys.argv[1:] if not a.startswith("--out")] + ["--worker"]
         p = subprocess.run([sys.executable, "-m", "experiments.bench", *args], env=env, capture_output=True,
@@ -182,13 +187,21 @@ def main(argv):
         line = [ln for ln in p.stdout.splitlines() if ln.startswith("BENCH ")]
         if p.returncode or not line:
             raise RuntimeError(f"bench worker for {name!r} failed:\n{p.stderr[-2000:]}")
-        results[name] = json.loads(line[0][6:])
+        results[name] = r = json.loads(line[0][6:])
+        print(f"      {time.perf_counter() - tic:.0f} s: train {r['train_images_per_s']:.1f} images/s "
+              f"({r['train_images_per_s'] / r['batch_size']:.2f} steps/s), DDIM {r['ddim_images_per_s']:.1f} "
+              f"images/s, {r['fraction_of_peak']:.3f} of the matmul peak", file=sys.stderr, flush=True)
     print(_table(f.config, results))
     from diffjax import images
 
-    images.write_text(f.out, json.dumps({"config": f.config, "results": results}, indent=2))
-    print(f"-> {f.out}")
+    out = Path(f.out) / f"bench_{f.config}.json"
+    images.write_text(out, json.dumps({"config": f.config, "results": results}, indent=2))
+    print(f"-> {out}")
+
+
+def console_main():
+    cli.run(main)
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    console_main()

@@ -1,9 +1,10 @@
-"""Restore images with a trained model: python -m experiments.restore --workdir RUN --degradation KIND --level L.
+"""Restore images with a trained model: python -m experiments.restore --run RUN --degradation KIND --level L.
 
 Restores test digits (or --folder PNGs) by every applicable conditioned sampler of `diffjax.restore`
-(or --method M) and writes into --out: grid.png (rows: clean, degraded, then per method one posterior
-sample, the posterior mean of --samples draws and its per-pixel std), restore.npz (uint8 arrays) and
-metrics.json (PSNR/SSIM of the sample and of the mean, NFE, seconds per image).
+(or --methods M,N) and writes into --out (default RUN/restore/<degradation>_<level>_seed<seed>): grid.png (rows:
+clean, degraded, then per method one posterior sample, the posterior mean of --posterior_samples draws and its
+per-pixel std), restore.npz (uint8 arrays) and metrics.json (PSNR/SSIM of the sample and of the mean, NFE,
+seconds per image).
 """
 
 import json
@@ -17,14 +18,15 @@ from diffjax import data, degrade, images, restore
 from experiments import cli
 from experiments.diffusion_eval import model_eps_fn, run_method
 
-flags.DEFINE_string("workdir", None, "run directory written by experiments.train_ddpm", required=True)
+flags.DEFINE_string("run", None, "run directory written by experiments.train_ddpm", required=True)
 flags.DEFINE_string("degradation", "inpaint_box", f"one of {sorted(degrade.DEGRADATIONS)}")
 flags.DEFINE_float("level", None, "degradation level (default: the first of degrade.DEFAULT_LEVELS)")
-flags.DEFINE_list("method", None, "restoration methods (default: every one that applies)")
+flags.DEFINE_list("methods", None, "restoration methods (default: every one that applies)")
 flags.DEFINE_integer("num", 16, "images to restore", lower_bound=1)
-flags.DEFINE_integer("samples", 4, "posterior samples averaged into the posterior mean", lower_bound=1)
+flags.DEFINE_integer("posterior_samples", 4, "posterior draws per image, averaged into the posterior mean",
+                     lower_bound=1)
 flags.DEFINE_string("folder", None, "a folder of your own PNG images instead of the test digits")
-flags.DEFINE_string("out", None, "output directory (default: RUN/restore/<degradation>_<level>)")
+flags.DEFINE_string("out", None, "output directory (default: RUN/restore/<degradation>_<level>_seed<seed>)")
 flags.DEFINE_integer("seed", 0, "seed of the degradation and the samplers")
 
 
@@ -47,26 +49,26 @@ def main(argv):
     if kind not in degrade.DEGRADATIONS:
         raise ValueError(f"unknown --degradation {kind!r}; choose one of {sorted(degrade.DEGRADATIONS)}")
     level = check_level(kind, degrade.DEFAULT_LEVELS[kind][0] if f.level is None else f.level)
-    for name in f.method or []:
+    for name in f.methods or []:
         method = restore.get(name)
         if kind not in method.applies_to:
             raise ValueError(f"method {name!r} does not restore {kind!r}; it restores {method.applies_to}")
     clean = images.load_folder(f.folder)[: f.num] if f.folder else \
         data.load("mnist_sample", "test").images[:: max(1, 1000 // f.num)][: f.num].astype(np.float32) / 255
     degrade.check_images(clean)
-    eps_fn, s, step, process = model_eps_fn(f.workdir, clean.shape[1:])
-    names = f.method or [n for n, m in restore.METHODS.items() if kind in m.applies_to and m.process == process]
+    eps_fn, s, step, process = model_eps_fn(f.run, clean.shape[1:])
+    names = f.methods or [n for n, m in restore.METHODS.items() if kind in m.applies_to and m.process == process]
     if not names:
         raise ValueError(f"no method restores {kind!r} with a {process} run; the {process} methods restore "
                          f"{sorted({k for m in restore.METHODS.values() if m.process == process for k in m.applies_to})}")
-    out = Path(f.out or Path(f.workdir) / "restore" / f"{kind}_{level}")
+    out = Path(f.out or Path(f.run) / "restore" / cli.output_name(kind=kind, level=level, seed=f.seed))
     key = jax.random.PRNGKey(f.seed)
     obs = degrade.degrade(kind, level, jax.random.fold_in(key, 0), clean)
     rows, records, arrays = [("clean", clean), ("degraded", images.display_size(obs.y, clean.shape))], [], {}
     for name in names:
-        rec, sample, mean, std = run_method(name, eps_fn, s, jax.random.fold_in(key, 1), obs, clean, f.samples)
+        rec, sample, mean, std = run_method(name, eps_fn, s, jax.random.fold_in(key, 1), obs, clean, f.posterior_samples)
         records.append(rec)
-        rows += [(f"{name} sample", sample), (f"{name} mean of {f.samples}", mean),
+        rows += [(f"{name} sample", sample), (f"{name} mean of {f.posterior_samples}", mean),
                  (f"{name} std x4", np.clip(4 * std, 0, 1))]
         arrays.update({f"{name}_sample": data.to_uint8(sample * 2 - 1), f"{name}_mean": data.to_uint8(mean * 2 - 1)})
         print(f"{name:8s} NFE {rec['nfe']:4d}  sample PSNR {rec['sample']['psnr']:.2f} SSIM {rec['sample']['ssim']:.3f}"
@@ -80,5 +82,9 @@ def main(argv):
     print(f"-> {out}")
 
 
-if __name__ == "__main__":
+def console_main():
     cli.run(main)
+
+
+if __name__ == "__main__":
+    console_main()

@@ -1,8 +1,9 @@
-"""Sample from a trained run: python -m experiments.sample --workdir RUN [--sampler ddim --steps 50].
+"""Sample from a trained run: python -m experiments.sample --run RUN [--sampler ddim --steps 50].
 
-The run's config says its process (gaussian, blurring, ihdm) and so the default sampler. Writes FILE.npz
-(uint8 NHWC under key `images`), FILE.png (a grid) and, with --trajectory, FILE_trajectory.png: one row
-per image, x_t at a few timesteps left to right (for the heat processes: a blob sharpening into a digit).
+The run's config says its process (gaussian, blurring, ihdm) and so the default sampler. Writes into --out
+(default RUN/samples) NAME.npz (uint8 NHWC under key `images`), NAME.png (a grid) and, with --trajectory,
+NAME_trajectory.png: one row per image, x_t at a few timesteps left to right (for the heat processes: a blob
+sharpening into a digit). NAME says what made them: sampler, steps, eta, seed (and label, guidance).
 """
 
 import time
@@ -15,7 +16,7 @@ from absl import flags
 from diffjax import data, generate, images, processes, samplers, train
 from experiments import cli
 
-flags.DEFINE_string("workdir", None, "run directory written by experiments.train_ddpm", required=True)
+flags.DEFINE_string("run", None, "run directory written by experiments.train_ddpm", required=True)
 flags.DEFINE_enum("sampler", None, sorted(samplers.SAMPLERS),
                   "sampler (default: the run's process's: ddim, blurring or ihdm)")
 flags.DEFINE_integer("steps", 50, "sampler steps (DDPM and IHDM take all levels; Heun calls the network twice "
@@ -26,7 +27,7 @@ flags.DEFINE_integer("num", 64, "number of images", lower_bound=1)
 flags.DEFINE_integer("batch_size", 256, "images per sampler call (rounded to a multiple of the device count)",
                      lower_bound=1)
 flags.DEFINE_integer("seed", 0, "sampling seed")
-flags.DEFINE_string("out", None, "output .npz (default: RUN/samples/<sampler>_<steps>.npz)")
+flags.DEFINE_string("out", None, "output directory (default: RUN/samples)")
 flags.DEFINE_integer("label", None, "class to sample from a class-conditional run (default: one row per class)",
                      lower_bound=0)
 flags.DEFINE_float("guidance", 0.0, "classifier-free guidance weight w: eps = (1 + w) eps(y) - w eps(null)",
@@ -38,16 +39,17 @@ flags.DEFINE_integer("trajectory", 0, "if > 0, also save a strip of x_t at this 
 def main(argv):
     del argv
     f = flags.FLAGS
-    if f.out and not f.out.endswith(".npz"):
-        raise ValueError(f"--out must end in .npz, got {f.out}")
-    cfg, graphdef, params, step = train.restore_ema(f.workdir)
+    cfg, graphdef, params, step = train.restore_ema(f.run)
     sampler = processes.sampler_for(cfg, f.sampler)
     labels, ncols = generate.class_labels(cfg.model.num_classes, f.label, f.guidance, f.num)
-    prior = processes.load_prior(cfg, f.workdir) if sampler == "ihdm" else None
+    prior = processes.load_prior(cfg, f.run) if sampler == "ihdm" else None
     p = processes.make(cfg)
     calls = samplers.nfe(sampler, f.steps, p.num_timesteps)
     steps = calls if sampler in ("ddpm", "ihdm") else f.steps
-    out = Path(f.out or Path(f.workdir) / "samples" / f"{sampler}_{steps}.npz")
+    eta = f.eta if sampler in ("ddim", "ihdm") else None
+    name = cli.output_name(sampler=sampler, steps=steps, eta=eta, seed=f.seed, label=f.label,
+                           w=f.guidance if cfg.model.num_classes else None)
+    out = Path(f.out or Path(f.run) / "samples") / f"{name}.npz"
     shape = (cfg.data.image_size, cfg.data.image_size, cfg.data.channels)
     tic = time.perf_counter()
     result = generate.sample(graphdef, params, p, jax.random.PRNGKey(f.seed), f.num, shape, sampler=sampler,
@@ -66,5 +68,9 @@ def main(argv):
           f"({f.num / seconds:.1f} images/s) -> {out}")
 
 
-if __name__ == "__main__":
+def console_main():
     cli.run(main)
+
+
+if __name__ == "__main__":
+    console_main()

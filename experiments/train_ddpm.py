@@ -1,7 +1,7 @@
-"""Train a DDPM noise predictor: python -m experiments.train_ddpm [--config FILE] [--workdir DIR].
+"""Train a DDPM noise predictor: python -m experiments.train_ddpm [--config FILE] [--out DIR].
 
 Override any config field: --config.train.steps=2000 --config.data.dataset=mnist_sample.
-Running again on the same --workdir resumes from its last checkpoint.
+Running again on the same --out resumes from its last checkpoint.
 """
 
 from absl import flags
@@ -11,17 +11,21 @@ from diffjax import train
 from experiments import cli
 
 config_flags.DEFINE_config_file("config", str(cli.CONFIGS / "mnist.py"), "config file (ml_collections)")
-flags.DEFINE_string("workdir", None, "run directory (default: checkpoints/<config name>)")
+flags.DEFINE_string("out", None, "run directory written, and resumed (default: checkpoints/<config name>)")
 flags.DEFINE_bool("progress", True, "show a progress bar")
 
 
 def main(argv):
     del argv
     cfg = flags.FLAGS.config
-    workdir = flags.FLAGS.workdir or cli.default_workdir(cfg)
+    workdir = flags.FLAGS.out or cli.default_run_dir(cfg)
     state = train.run(cfg, workdir, progress=flags.FLAGS.progress)
     print(f"done: step {int(state.step)} in {workdir} (samples in {workdir}/samples)")
 
 
-if __name__ == "__main__":
+def console_main():
     cli.run(main)
+
+
+if __name__ == "__main__":
+    console_main()

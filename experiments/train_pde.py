@@ -1,15 +1,15 @@
 """Train learned anisotropic diffusion restorers (diffjax.learned_pde): python -m experiments.train_pde.
 
-    python -m experiments.train_pde --degradation gaussian --level 0.2 [--model lambda] [--cells 8]
-    python -m experiments.train_pde --degradation all          # every model, kind and default level, and figures
+    python -m experiments.train_pde --degradations gaussian --levels 0.2 [--models lambda] [--cells 8]
+    python -m experiments.train_pde --degradations all         # every model, kind and default level, and figures
 
-Each run lives in WORKDIR/<model>[_n<cells>]/<degradation>_<level>/ (config.json, metrics.jsonl with the
-validation PSNR, verified Orbax checkpoints); running again resumes. `--degradation all` also trains the P1
-model with every partition size of --sweep_cells on the Gaussian levels and writes WORKDIR/figures/:
+Each run lives in OUT/<model>[_n<cells>]/<degradation>_<level>/ (config.json, metrics.jsonl with the
+validation PSNR, verified Orbax checkpoints); running again resumes. `--degradations all` also trains the P1
+model with every partition size of --sweep_cells on the Gaussian levels and writes OUT/figures/:
 coefficients.png (the diffusivity maps next to the degraded digits, one row per degradation),
 p1_functions.png, p1_cells_heatmap.png (validation PSNR over partition size x noise level) and
 edginess_vs_level.png. Add the trained models to the comparison with
-`python -m experiments.compare_filters --pde WORKDIR`.
+`python -m experiments.compare_filters --pde_run OUT`.
 """
 
 import json
@@ -24,37 +24,41 @@ from flax import nnx
 from diffjax import degrade, learned_pde, metrics
 from experiments import cli
 
-flags.DEFINE_string("degradation", "gaussian", f"one of {learned_pde.KINDS}, or 'all'")
-flags.DEFINE_float("level", None, "degradation level (default: every default level of the degradation)")
-flags.DEFINE_list("model", ["all"], f"models to train, from {learned_pde.MODELS}, or 'all'")
+flags.DEFINE_list("degradations", ["gaussian"], f"degradations, from {learned_pde.KINDS}, or 'all'")
+flags.DEFINE_list("levels", None, "degradation levels (default: every default level of each degradation)")
+flags.DEFINE_list("models", ["all"], f"models to train, from {learned_pde.MODELS}, or 'all'")
 flags.DEFINE_integer("cells", 8, "partition size n of the P1 models", lower_bound=1)
 flags.DEFINE_list("sweep_cells", ["4", "8", "16", "32"], "partition sizes of the P1 sweep (with --degradation all)")
-flags.DEFINE_integer("steps", learned_pde.Config.train_steps, "Adam steps per model", lower_bound=1)
+flags.DEFINE_integer("train_steps", learned_pde.Config.train_steps, "Adam steps per model", lower_bound=1)
 flags.DEFINE_integer("pde_steps", learned_pde.Config.pde_steps, "explicit steps K of the unrolled scheme",
                      lower_bound=1)
 flags.DEFINE_float("lr", learned_pde.Config.lr, "peak learning rate (cosine decay)")
 flags.DEFINE_integer("border_steps", 1500, "Adam steps of the shared border classifier", lower_bound=1)
 flags.DEFINE_string("diffusivity", "rational", "g of the lambda models: rational or exponential")
 flags.DEFINE_string("dataset", "mnist_sample", "training images (train split; every tenth digit is validation)")
-flags.DEFINE_string("workdir", "checkpoints/pde", "output directory")
+flags.DEFINE_string("out", "checkpoints/pde", "output directory (run again to resume)")
 flags.DEFINE_integer("seed", 0, "seed")
 flags.DEFINE_bool("progress", True, "show progress bars")
 
 
 def plan(f) -> list[learned_pde.Config]:
     """The configs the flags ask for, checked before any training starts."""
-    kinds = learned_pde.KINDS if f.degradation == "all" else (f.degradation,)
-    models = learned_pde.MODELS if f.model == ["all"] else tuple(f.model)
-    base = dict(pde_steps=f.pde_steps, train_steps=f.steps, lr=f.lr, seed=f.seed, dataset=f.dataset,
+    kinds = learned_pde.KINDS if f.degradations == ["all"] else tuple(f.degradations)
+    models = learned_pde.MODELS if f.models == ["all"] else tuple(f.models)
+    try:
+        asked = None if f.levels is None else [float(lv) for lv in f.levels]
+    except ValueError:
+        raise ValueError(f"--levels must be numbers, got {f.levels}") from None
+    base = dict(pde_steps=f.pde_steps, train_steps=f.train_steps, lr=f.lr, seed=f.seed, dataset=f.dataset,
                 diffusivity=f.diffusivity, cells=f.cells)
     cfgs = []
     for kind in kinds:
         if kind not in learned_pde.KINDS:
-            raise ValueError(f"--degradation: learned diffusion does not restore {kind!r}; choose from "
+            raise ValueError(f"--degradations: learned diffusion does not restore {kind!r}; choose from "
                              f"{learned_pde.KINDS} or 'all'")
-        levels = degrade.DEFAULT_LEVELS[kind] if f.level is None else (f.level,)
+        levels = degrade.DEFAULT_LEVELS[kind] if asked is None else asked
         cfgs += [learned_pde.Config(model=m, kind=kind, level=float(lv), **base) for m in models for lv in levels]
-    if f.degradation == "all":
+    if f.degradations == ["all"]:
         cfgs += [learned_pde.Config(model="p1", kind="gaussian", level=float(lv), **{**base, "cells": int(n)})
                  for n in f.sweep_cells if int(n) != f.cells for lv in degrade.DEFAULT_LEVELS["gaussian"]]
     for cfg in cfgs:
@@ -166,7 +170,7 @@ def main(argv):
     del argv
     f = flags.FLAGS
     cfgs = plan(f)
-    root = Path(f.workdir)
+    root = Path(f.out)
     summary = []
     for i, cfg in enumerate(cfgs):
         tic = time.perf_counter()
@@ -175,10 +179,14 @@ def main(argv):
                         "seconds": time.perf_counter() - tic})
         print(f"[{i + 1}/{len(cfgs)}] {summary[-1]['run']}: validation PSNR {summary[-1]['val_psnr']:.2f} dB "
               f"({summary[-1]['seconds']:.0f} s)", flush=True)
-    if f.degradation == "all":
+    if f.degradations == ["all"]:
         figures(root, cfgs, f.seed)
         print(f"figures in {root / 'figures'}")
 
 
-if __name__ == "__main__":
+def console_main():
     cli.run(main)
+
+
+if __name__ == "__main__":
+    console_main()

@@ -35,7 +35,7 @@ def assert_one_line_error(p, *needles):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("run")
-    run("experiments.train_ddpm", f"--config={TINY}", f"--workdir={workdir}", "--noprogress")
+    run("experiments.train_ddpm", f"--config={TINY}", f"--out={workdir}", "--noprogress")
     return workdir
 
 
@@ -49,7 +49,7 @@ def test_train_writes_a_complete_run_directory(trained):
 def test_train_again_resumes_from_the_last_checkpoint(trained, tmp_path):
     workdir = tmp_path / "run"
     shutil.copytree(trained, workdir)
-    p = run("experiments.train_ddpm", f"--config={TINY}", f"--workdir={workdir}", "--config.train.steps=6",
+    p = run("experiments.train_ddpm", f"--config={TINY}", f"--out={workdir}", "--config.train.steps=6",
             "--noprogress")
     assert "done: step 6" in p.stdout
     assert [int(line.split(",")[0].split(":")[1]) for line in (workdir / "metrics.jsonl").read_text().splitlines()] \
@@ -58,12 +58,12 @@ def test_train_again_resumes_from_the_last_checkpoint(trained, tmp_path):
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
 def test_sample_writes_npz_png_and_trajectory(trained, tmp_path, sampler):
-    out = tmp_path / "s.npz"
-    run("experiments.sample", f"--workdir={trained}", f"--sampler={sampler}", "--steps=5", "--num=10",
-        "--batch_size=8", f"--out={out}", "--trajectory=4", "--seed=3")
-    images = np.load(out)["images"]
+    run("experiments.sample", f"--run={trained}", f"--sampler={sampler}", "--steps=5", "--num=10",
+        "--batch_size=8", f"--out={tmp_path}", "--trajectory=4", "--seed=3")
+    name = f"{sampler}_{20 if sampler == 'ddpm' else 5}steps" + ("_eta0" if sampler == "ddim" else "") + "_seed3"
+    images = np.load(tmp_path / f"{name}.npz")["images"]   # the name says what made it: nothing overwrites another
     assert images.shape == (10, 28, 28, 1) and images.dtype == np.uint8
-    assert out.with_suffix(".png").exists() and (tmp_path / "s_trajectory.png").exists()
+    assert (tmp_path / f"{name}.png").exists() and (tmp_path / f"{name}_trajectory.png").exists()
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def heat_runs(tmp_path_factory):
     runs = {}
     for process in ("ihdm", "blurring"):
         runs[process] = tmp_path_factory.mktemp(process)
-        run("experiments.train_ddpm", f"--config={TINY}:{process}", f"--workdir={runs[process]}", "--noprogress",
+        run("experiments.train_ddpm", f"--config={TINY}:{process}", f"--out={runs[process]}", "--noprogress",
             "--config.train.steps=2")
     return runs
 
@@ -83,34 +83,34 @@ def test_heat_process_trains_and_samples_from_its_run_directory_alone(heat_runs,
     workdir = tmp_path / "run"
     shutil.copytree(heat_runs[process], workdir)
     assert (workdir / "prior.npz").exists() == (process == "ihdm")
-    p = run("experiments.sample", f"--workdir={workdir}", "--num=8", "--steps=5", "--trajectory=4")
+    p = run("experiments.sample", f"--run={workdir}", "--num=8", "--steps=5", "--trajectory=4")
     name = {"ihdm": "ihdm_20", "blurring": "blurring_5"}[process]
     images = np.load(workdir / "samples" / f"{name}.npz")["images"]
     assert images.shape == (8, 28, 28, 1) and f"with {process}" in p.stdout
     assert (workdir / "samples" / f"{name}_trajectory.png").exists()
-    assert_one_line_error(run("experiments.sample", f"--workdir={workdir}", "--sampler=ddim", expect_ok=False),
+    assert_one_line_error(run("experiments.sample", f"--run={workdir}", "--sampler=ddim", expect_ok=False),
                           f"a {process} run samples with {process}")
     if process == "ihdm":   # the prior is verified, never trusted
         (workdir / "prior.npz").write_bytes(b"garbage")
-        assert_one_line_error(run("experiments.sample", f"--workdir={workdir}", expect_ok=False),
+        assert_one_line_error(run("experiments.sample", f"--run={workdir}", expect_ok=False),
                               "prior.npz is missing or unreadable")
 
 
 def test_compare_filters_with_ihdm_deblurring_and_restore_with_a_heat_run(heat_runs, tmp_path):
     out = tmp_path / "cmp"
-    run("experiments.compare_filters", "--num_images=2", "--num_val=2", "--degradations=blur,gaussian",
-        "--methods=wiener", f"--heat={heat_runs['ihdm']}", "--samples=2", f"--workdir={out}")
+    run("experiments.compare_filters", "--num=2", "--num_val=2", "--degradations=blur,gaussian",
+        "--methods=wiener", f"--heat_run={heat_runs['ihdm']}", "--posterior_samples=2", f"--out={out}")
     results = json.loads((out / "results.json").read_text())
     ihdm = [r for r in results if r["method"].startswith("ihdm")]
     assert {(r["degradation"], r["level"]) for r in ihdm} == {("blur", 1.0), ("blur", 2.0)}
     assert {r["nfe"] for r in ihdm} < set(range(1, 21)) and "| blur | 1.0 | wiener |" in (out / "versus.md").read_text()
-    p = run("experiments.restore", f"--workdir={heat_runs['ihdm']}", "--degradation=blur", "--level=2.0", "--num=2",
-            "--samples=2", f"--out={tmp_path / 'r'}")
+    p = run("experiments.restore", f"--run={heat_runs['ihdm']}", "--degradation=blur", "--level=2.0", "--num=2",
+            "--posterior_samples=2", f"--out={tmp_path / 'r'}")
     assert "ihdm" in p.stdout and (tmp_path / "r" / "grid.png").exists()
-    assert_one_line_error(run("experiments.restore", f"--workdir={heat_runs['blurring']}", "--degradation=blur",
+    assert_one_line_error(run("experiments.restore", f"--run={heat_runs['blurring']}", "--degradation=blur",
                               expect_ok=False), "is a blurring run")
-    assert_one_line_error(run("experiments.compare_filters", f"--heat={heat_runs['blurring']}", "--degradations=blur",
-                              f"--workdir={tmp_path / 'no'}", expect_ok=False), "is a blurring run")
+    assert_one_line_error(run("experiments.compare_filters", f"--heat_run={heat_runs['blurring']}", "--degradations=blur",
+                              f"--out={tmp_path / 'no'}", expect_ok=False), "is a blurring run")
 
 
 @pytest.mark.parametrize("args, needles", [
@@ -130,11 +130,11 @@ def test_compare_filters_with_ihdm_deblurring_and_restore_with_a_heat_run(heat_r
     (("experiments.sample", "--num=0"), ("--num=0", "positive")),
     (("experiments.sample", "--eta=-1"), ("--eta=-1", "non-negative")),
     (("experiments.sample", "--batch_size=0"), ("--batch_size=0",)),
-    (("experiments.restore", "--samples=0"), ("--samples=0",)),
+    (("experiments.restore", "--posterior_samples=0"), ("--posterior_samples=0",)),
     (("experiments.restore", "--num=0"), ("--num=0",)),
-    (("experiments.compare_filters", "--num_images=0"), ("--num_images=0",)),
+    (("experiments.compare_filters", "--num=0"), ("--num=0",)),
     (("experiments.compare_filters", "--num_val=0"), ("--num_val=0",)),
-    (("experiments.compare_filters", "--samples=0"), ("--samples=0",)),
+    (("experiments.compare_filters", "--posterior_samples=0"), ("--posterior_samples=0",)),
     (("experiments.bench", "--steps=0"), ("--steps=0",)),
     (("experiments.sample", "--label=3"), ("class-conditional", "mnist_cond.py")),
     (("experiments.evaluate", "--guidance=2"), ("class-conditional",)),
@@ -145,7 +145,7 @@ def test_compare_filters_with_ihdm_deblurring_and_restore_with_a_heat_run(heat_r
 def test_bad_flags_give_one_clear_error_before_any_work(trained, tmp_path, args, needles):
     workdir = trained if args[0] in ("experiments.sample", "experiments.restore", "experiments.evaluate") \
         else tmp_path / "run"
-    flag = "--out" if args[0] == "experiments.bench" else "--workdir"
+    flag = "--run" if args[0] in ("experiments.sample", "experiments.restore", "experiments.evaluate") else "--out"
     p = run(*args, f"{flag}={workdir}", expect_ok=False)
     assert_one_line_error(p, *needles)
     assert not (tmp_path / "run").exists()
@@ -154,9 +154,9 @@ def test_bad_flags_give_one_clear_error_before_any_work(trained, tmp_path, args,
 def test_evaluate_scores_samples_into_eval_json_and_training_logs_the_score(trained, tmp_path, digit_cache):
     workdir = tmp_path / "run"
     shutil.copytree(trained, workdir)
-    p = run("experiments.evaluate", f"--workdir={workdir}", "--sampler=dpmpp_2m", "--steps=3", "--num=16",
+    p = run("experiments.evaluate", f"--run={workdir}", "--sampler=dpmpp_2m", "--steps=3", "--num=16",
             f"--cache_dir={digit_cache}")
-    run("experiments.evaluate", f"--workdir={workdir}", "--sampler=heun", "--steps=2", "--num=16",
+    run("experiments.evaluate", f"--run={workdir}", "--sampler=heun", "--steps=2", "--num=16",
         f"--cache_dir={digit_cache}")
     results = json.loads((workdir / "eval.json").read_text())
     assert sorted(results) == ["dpmpp_2m_3_n16_seed0", "heun_2_n16_seed0"]
@@ -165,27 +165,28 @@ def test_evaluate_scores_samples_into_eval_json_and_training_logs_the_score(trai
     assert r["fd"] > r["fd_train_vs_test"] > 0 and r["classifier_test_accuracy"] >= 0.95  # a 4-step model
     assert "FD" in p.stdout and (workdir / "eval" / "dpmpp_2m_3_n16_seed0.png").exists()
     scored = tmp_path / "scored"
-    run("experiments.train_ddpm", f"--config={TINY}", f"--workdir={scored}", "--noprogress",
+    run("experiments.train_ddpm", f"--config={TINY}", f"--out={scored}", "--noprogress",
         "--config.train.eval_every=2", "--config.train.eval_num=16", DIFFJAX_CACHE=str(digit_cache))
     rows = [json.loads(line) for line in (scored / "scores.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [2, 4] and all(np.isfinite(row["fd"]) for row in rows)
-    assert_one_line_error(run("experiments.evaluate", f"--workdir={tmp_path / 'nope'}", expect_ok=False),
+    assert_one_line_error(run("experiments.evaluate", f"--run={tmp_path / 'nope'}", expect_ok=False),
                           "not a run directory")
 
 
 def test_sampling_from_missing_or_empty_run_directory(trained, tmp_path):
-    assert_one_line_error(run("experiments.sample", f"--workdir={tmp_path / 'nope'}", expect_ok=False),
+    assert_one_line_error(run("experiments.sample", f"--run={tmp_path / 'nope'}", expect_ok=False),
                           "not a run directory")
     (tmp_path / "empty").mkdir()  # a run that wrote its config but never reached a checkpoint
     shutil.copy(trained / "config.json", tmp_path / "empty" / "config.json")
-    assert_one_line_error(run("experiments.sample", f"--workdir={tmp_path / 'empty'}", expect_ok=False),
+    assert_one_line_error(run("experiments.sample", f"--run={tmp_path / 'empty'}", expect_ok=False),
                           "no checkpoints")
 
 
 def test_corrupt_checkpoint_falls_back_then_gives_one_clear_error(trained, tmp_path):
     workdir = tmp_path / "run"
     shutil.copytree(trained, workdir)
-    out = tmp_path / "s.npz"
+    out = tmp_path / "s"
+    npz = out / "ddim_5steps_eta0_seed0.npz"
 
     def garble(step):
         for f in (workdir / "checkpoints" / step).rglob("*"):
@@ -193,20 +194,20 @@ def test_corrupt_checkpoint_falls_back_then_gives_one_clear_error(trained, tmp_p
                 f.write_bytes(b"garbage")
 
     garble("4")
-    p = run("experiments.sample", f"--workdir={workdir}", "--steps=5", "--num=8", f"--out={out}")
+    p = run("experiments.sample", f"--run={workdir}", "--steps=5", "--num=8", f"--out={out}")
     assert "checkpoints/4 is damaged" in p.stderr and "from step 2" in p.stdout
-    assert np.load(out)["images"].std() > 0
+    assert np.load(npz)["images"].std() > 0
     garble("2")
-    out.unlink()
-    assert_one_line_error(run("experiments.sample", f"--workdir={workdir}", "--steps=5", f"--out={out}",
+    npz.unlink()
+    assert_one_line_error(run("experiments.sample", f"--run={workdir}", "--steps=5", f"--out={out}",
                               expect_ok=False), "no intact checkpoint")
-    assert not out.exists()
+    assert not npz.exists()
 
 
 def test_compare_filters_end_to_end_on_a_tiny_setting(tmp_path):
     out = tmp_path / "cmp"
-    run("experiments.compare_filters", "--num_images=4", "--num_val=2", "--degradations=gaussian,inpaint_box",
-        "--methods=degraded,heat,median,harmonic", f"--workdir={out}")
+    run("experiments.compare_filters", "--num=4", "--num_val=2", "--degradations=gaussian,inpaint_box",
+        "--methods=degraded,heat,median,harmonic", f"--out={out}")
     results = json.loads((out / "results.json").read_text())
     assert {(r["degradation"], r["method"]) for r in results} == {
         ("gaussian", "degraded"), ("gaussian", "heat"), ("gaussian", "median"), ("inpaint_box", "harmonic")}
@@ -219,10 +220,10 @@ def test_compare_filters_end_to_end_on_a_tiny_setting(tmp_path):
 
 
 def test_compare_filters_gives_the_same_numbers_in_two_processes(tmp_path):
-    args = ("--num_images=4", "--num_val=2", "--degradations=salt_pepper,poisson", "--methods=median,tv_l1,heat")
+    args = ("--num=4", "--num_val=2", "--degradations=salt_pepper,poisson", "--methods=median,tv_l1,heat")
     results = []
     for name in ("a", "b"):
-        run("experiments.compare_filters", *args, f"--workdir={tmp_path / name}")
+        run("experiments.compare_filters", *args, f"--out={tmp_path / name}")
         rs = json.loads((tmp_path / name / "results.json").read_text())
         results.append([{k: v for k, v in r.items() if "seconds" not in k} for r in rs])
     assert results[0] == results[1] and len(results[0]) == 3 * 3 + 3 * 2
@@ -233,20 +234,20 @@ def test_compare_filters_gives_the_same_numbers_in_two_processes(tmp_path):
     (("--methods=wavelet",), ("wavelet",)),
 ])
 def test_compare_filters_bad_input(tmp_path, args, needles):
-    assert_one_line_error(run("experiments.compare_filters", *args, f"--workdir={tmp_path}", expect_ok=False),
+    assert_one_line_error(run("experiments.compare_filters", *args, f"--out={tmp_path}", expect_ok=False),
                           *needles)
 
 
 def test_compare_filters_empty_folder(tmp_path):
     (tmp_path / "imgs").mkdir()
     assert_one_line_error(run("experiments.compare_filters", f"--folder={tmp_path / 'imgs'}",
-                              f"--workdir={tmp_path}", expect_ok=False), "no PNG images")
+                              f"--out={tmp_path}", expect_ok=False), "no PNG images")
 
 
 def test_restore_writes_grid_npz_and_metrics(trained, tmp_path):
     out = tmp_path / "r"
-    run("experiments.restore", f"--workdir={trained}", "--degradation=inpaint_box", "--level=12", "--num=2",
-        "--samples=2", "--method=ddnm", f"--out={out}")
+    run("experiments.restore", f"--run={trained}", "--degradation=inpaint_box", "--level=12", "--num=2",
+        "--posterior_samples=2", "--methods=ddnm", f"--out={out}")
     m = json.loads((out / "metrics.json").read_text())
     assert m["methods"][0]["method"] == "ddnm" and m["methods"][0]["nfe"] == 20
     assert np.load(out / "restore.npz")["ddnm_mean"].shape == (2, 28, 28, 1)
@@ -254,26 +255,26 @@ def test_restore_writes_grid_npz_and_metrics(trained, tmp_path):
 
 
 @pytest.mark.parametrize("args, needles", [
-    (("--degradation=blur", "--method=repaint"), ("does not restore 'blur'",)),
+    (("--degradation=blur", "--methods=repaint"), ("does not restore 'blur'",)),
     (("--degradation=gaussian", "--level=-1"), ("--level for gaussian",)),
     (("--degradation=jpeg",), ("jpeg",)),
 ])
 def test_restore_bad_input_is_one_line(trained, tmp_path, args, needles):
-    p = run("experiments.restore", f"--workdir={trained}", *args, f"--out={tmp_path / 'o'}", expect_ok=False)
+    p = run("experiments.restore", f"--run={trained}", *args, f"--out={tmp_path / 'o'}", expect_ok=False)
     assert_one_line_error(p, *needles)
     assert not (tmp_path / "o").exists()
 
 
 def test_restore_without_checkpoint_is_one_line(tmp_path):
-    p = run("experiments.restore", f"--workdir={tmp_path}", expect_ok=False)
+    p = run("experiments.restore", f"--run={tmp_path}", expect_ok=False)
     assert_one_line_error(p, "not a run directory")
 
 
 def test_compare_filters_with_diffusion_rows(trained, tmp_path):
     out = tmp_path / "cmp"
-    run("experiments.compare_filters", "--num_images=2", "--num_val=2", "--degradations=inpaint_box",
-        "--methods=harmonic", f"--diffusion={trained}", "--diffusion_methods=ddnm,repaint", "--samples=2",
-        f"--workdir={out}")
+    run("experiments.compare_filters", "--num=2", "--num_val=2", "--degradations=inpaint_box",
+        "--methods=harmonic", f"--run={trained}", "--diffusion_methods=ddnm,repaint", "--posterior_samples=2",
+        f"--out={out}")
     methods = {r["method"]: r for r in json.loads((out / "results.json").read_text())}
     assert {"harmonic", "ddnm (sample)", "ddnm (mean of 2)", "repaint (sample)", "repaint (mean of 2)"} <= set(methods)
     assert methods["ddnm (sample)"]["nfe"] == 20 and methods["ddnm (sample)"]["seconds_per_image"] > 0
@@ -297,7 +298,7 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_pa
               "--config.train.ckpt_every=1"]
     rng = random.Random(0)
     for kill in range(3):
-        proc = subprocess.Popen([sys.executable, "-m", "experiments.train_ddpm", *common, f"--workdir={killed}",
+        proc = subprocess.Popen([sys.executable, "-m", "experiments.train_ddpm", *common, f"--out={killed}",
                                  "--config.train.steps=100000"], cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         before = len(list((killed / "metrics.jsonl").read_text().splitlines())) if killed.exists() else 0
@@ -312,9 +313,9 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_pa
     with checkpoint.manager(killed, create=False) as mngr:
         newest = checkpoint.steps(mngr)[0]
     total = newest + 3
-    run("experiments.train_ddpm", *common, f"--workdir={killed}", f"--config.train.steps={total}")
+    run("experiments.train_ddpm", *common, f"--out={killed}", f"--config.train.steps={total}")
     # The uninterrupted run saves only its last step: when checkpoints are written does not change the numbers.
-    run("experiments.train_ddpm", *common, f"--workdir={straight}", f"--config.train.steps={total}",
+    run("experiments.train_ddpm", *common, f"--out={straight}", f"--config.train.steps={total}",
         f"--config.train.ckpt_every={total}")
     graphdef, abstract = train.abstract_state(tiny.get_config())
     states = []
@@ -331,20 +332,20 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_pa
 def test_restore_folder_with_a_non_png_file_is_one_line(trained, tmp_path):
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "digit.jpg").write_bytes(b"\xff\xd8\xff")
-    p = run("experiments.restore", f"--workdir={trained}", f"--folder={tmp_path / 'imgs'}", expect_ok=False)
+    p = run("experiments.restore", f"--run={trained}", f"--folder={tmp_path / 'imgs'}", expect_ok=False)
     assert_one_line_error(p, "digit.jpg", "not PNG")
 
 
 def test_train_pde_then_compare_filters_adds_the_learned_rows(tmp_path):
     pde = tmp_path / "pde"
-    run("experiments.train_pde", "--degradation=salt_pepper", "--level=0.2", "--model=lambda,p1", "--cells=4",
-        "--steps=3", "--pde_steps=4", f"--workdir={pde}", "--noprogress")
+    run("experiments.train_pde", "--degradations=salt_pepper", "--levels=0.2", "--models=lambda,p1", "--cells=4",
+        "--train_steps=3", "--pde_steps=4", f"--out={pde}", "--noprogress")
     for name in ("lambda", "p1_n4"):
         log = (pde / name / "salt_pepper_0.2" / "metrics.jsonl").read_text().splitlines()
         assert [json.loads(line)["step"] for line in log] == [0, 3]
     out = tmp_path / "cmp"
-    run("experiments.compare_filters", "--num_images=4", "--num_val=2", "--degradations=salt_pepper",
-        "--methods=perona_malik_rational,median", f"--pde={pde}", f"--workdir={out}")
+    run("experiments.compare_filters", "--num=4", "--num_val=2", "--degradations=salt_pepper",
+        "--methods=perona_malik_rational,median", f"--pde_run={pde}", f"--out={out}")
     results = json.loads((out / "results.json").read_text())
     learned = {r["method"] for r in results if r.get("learned")}
     assert learned == {"learned_lambda", "p1_n4"}
@@ -354,16 +355,17 @@ def test_train_pde_then_compare_filters_adds_the_learned_rows(tmp_path):
 
 
 @pytest.mark.parametrize("args, needles", [
-    (("--degradation=downsample",), ("downsample", "does not restore")),
-    (("--model=lambda,tv",), ("tv",)),
+    (("--degradations=downsample",), ("downsample", "does not restore")),
+    (("--models=lambda,tv",), ("tv",)),
+    (("--levels=0.1,x",), ("--levels must be numbers",)),
 ])
 def test_train_pde_bad_input(tmp_path, args, needles):
-    assert_one_line_error(run("experiments.train_pde", *args, f"--workdir={tmp_path / 'pde'}", expect_ok=False),
+    assert_one_line_error(run("experiments.train_pde", *args, f"--out={tmp_path / 'pde'}", expect_ok=False),
                           *needles)
     assert not (tmp_path / "pde").exists()
 
 
 def test_compare_filters_with_an_empty_pde_directory(tmp_path):
-    assert_one_line_error(run("experiments.compare_filters", f"--pde={tmp_path}", "--degradations=gaussian",
-                              f"--workdir={tmp_path / 'cmp'}", expect_ok=False), "no learned diffusion runs",
+    assert_one_line_error(run("experiments.compare_filters", f"--pde_run={tmp_path}", "--degradations=gaussian",
+                              f"--out={tmp_path / 'cmp'}", expect_ok=False), "no learned diffusion runs",
                           "train_pde")
