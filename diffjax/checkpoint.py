@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from diffjax import images
+from diffjax import files
 
 MANIFEST = "sha256.json"
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def save(mngr: ocp.CheckpointManager, step: int, state) -> None:
         # refuses it after a PyTreeRestore)
         mngr.save(step, args=ocp.args.PyTreeSave(state), force=True)
         mngr.wait_until_finished()
-        images.write_text(step_dir / MANIFEST, json.dumps(_digests(step_dir), indent=0))
+        files.write_text(step_dir / MANIFEST, json.dumps(_digests(step_dir), indent=0))
     except OSError as e:
         kept = [s for s in steps(mngr) if s != step]
         raise CheckpointError(f"writing checkpoint step {step} failed ({e}); "

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from tqdm.auto import tqdm
 
 from diffjax import data, heat, images, metrics
 
@@ -62,7 +63,8 @@ def _shift(key, x, max_shift: int = 2):
     return jax.vmap(lambda img, s: jnp.roll(img, s, axis=(0, 1)))(x, shifts)
 
 
-def train(train_ds: data.Dataset, seed: int = 0, steps: int = 1000, batch_size: int = 64, lr: float = 2e-3):
+def train(train_ds: data.Dataset, seed: int = 0, steps: int = 1000, batch_size: int = 64, lr: float = 2e-3,
+          progress: bool = True):
     """Trains DigitNet by Adam (cosine-decayed rate) on cross-entropy with random shifts of up to 2 px, one
     jitted step per call (XLA:CPU runs the convolutions' gradients ~20x slower inside a `lax.scan`).
     Returns (graphdef, params)."""
@@ -86,7 +88,8 @@ def train(train_ds: data.Dataset, seed: int = 0, steps: int = 1000, batch_size: 
         return optax.apply_updates(p, updates), opt
 
     opt = tx.init(params)
-    for i in range(steps):
+    for i in tqdm(range(steps), desc="training the digit classifier (once, then cached)", unit="step",
+                  disable=not progress, dynamic_ncols=True):
         params, opt = step(params, opt, i)
     return graphdef, params
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from diffjax import data, digit_score, generate, images, inception, processes, samplers, train
+from diffjax import data, digit_score, files, generate, images, inception, processes, samplers, train
 
 EVAL_FILE = "eval.json"
 
@@ -23,6 +23,9 @@ def evaluate(workdir, sampler=None, steps: int = 50, eta: float = 0.0, num: int 
              guidance: float = 0.0, inception_weights=None) -> tuple[str, dict]:
     """Samples and scores a run (see the module docstring). Returns (key, result) and updates RUN/eval.json."""
     cfg = train.load_config(workdir)
+    path = Path(workdir) / EVAL_FILE   # read first: a damaged file stops the run before any sampling
+    results = files.read_json(path, "move it aside and evaluate again (its scores are lost otherwise)") \
+        if path.exists() else {}
     rgb = cfg.data.channels == 3
     if not rgb and (cfg.data.channels != 1 or cfg.data.image_size != 28):
         raise ValueError(f"{workdir} is a {cfg.data.dataset} run: the sample score is the digit classifier's "
@@ -65,9 +68,7 @@ def evaluate(workdir, sampler=None, steps: int = 50, eta: float = 0.0, num: int 
                       **digit_score.floors(clf, train_ds, test_ds, num))
     if labels is not None:
         result["class_accuracy"] = float(np.mean(digit_score.predict(clf, generated) == labels))
-    path = Path(workdir) / EVAL_FILE
-    results = json.loads(path.read_text()) if path.exists() else {}
     results[key] = result
-    images.write_text(path, json.dumps(results, indent=1))
+    files.write_text(path, json.dumps(results, indent=1))
     images.save_grid(Path(workdir) / "eval" / f"{key}.png", x[:100], ncols=10)
     return key, result

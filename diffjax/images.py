@@ -1,13 +1,13 @@
 """Image grids, PNG and npz files. Files on disk are uint8 NHWC (npz key `images`)."""
 
 import math
-import os
 from pathlib import Path
 
 import einops
 import numpy as np
 from PIL import Image
 
+from diffjax import files
 from diffjax.data import to_uint8
 
 
@@ -21,21 +21,11 @@ def grid(images_uint8: np.ndarray, ncols: int | None = None, pad: int = 2, pad_v
     return np.pad(out, ((0, pad), (0, pad), (0, 0)), constant_values=pad_value)
 
 
-def _atomic(path, write) -> None:
-    """Writes via a temporary file and a rename, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
-
-
 def save_png(path, image_uint8: np.ndarray, scale: int = 1) -> None:
     """Saves one [H, W, C] uint8 image (C = 1 or 3), optionally enlarged by nearest neighbour."""
     img = np.repeat(np.repeat(image_uint8, scale, 0), scale, 1)
     pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
-    _atomic(path, lambda f: pil.save(f, format="PNG"))
+    files.atomic(path, lambda f: pil.save(f, format="PNG"))
 
 
 def save_grid(path, images, ncols: int | None = None, scale: int = 2) -> None:
@@ -51,12 +41,7 @@ def save_npz(path, images_uint8: np.ndarray, **extra) -> None:
 
 def save_arrays(path, **arrays) -> None:
     """Saves named arrays as one compressed npz, atomically."""
-    _atomic(path, lambda f: np.savez_compressed(f, **arrays))
-
-
-def write_text(path, text: str) -> None:
-    """Writes a text file atomically."""
-    _atomic(path, lambda f: f.write(text.encode()))
+    files.atomic(path, lambda f: np.savez_compressed(f, **arrays))
 
 
 def save_labelled_rows(path, rows, ncols: int = 8) -> None:
@@ -76,7 +61,7 @@ def save_labelled_rows(path, rows, ncols: int = 8) -> None:
         ax.set_xticks([]), ax.set_yticks([])
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    _atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    files.atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
 
 
@@ -95,20 +80,28 @@ def save_loss_curve(path, records: list[dict]) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    _atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    files.atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
 
 
 def load_folder(folder) -> np.ndarray:
     """All PNGs of a folder as float32 [N, H, W, C] in [0, 1] (C = 1 if every image is grayscale)."""
-    files = sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".")) \
+    paths = sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".")) \
         if Path(folder).is_dir() else []
-    others = [p.name for p in files if p.suffix.lower() != ".png"]
+    others = [p.name for p in paths if p.suffix.lower() != ".png"]
     if others:
         raise ValueError(f"{folder} holds files that are not PNG ({', '.join(others[:3])}): convert them to .png "
                          f"or move them out")
-    if not files:
+    if not paths:
         raise ValueError(f"no PNG images in {folder}: give a folder with grayscale or RGB .png files")
-    imgs = [Image.open(p) for p in files]
+    imgs = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                im.load()
+                imgs.append(im)
+        except (OSError, SyntaxError, ValueError) as e:   # PIL's UnidentifiedImageError is an OSError
+            raise files.DamagedFileError(f"{p} is not a readable PNG ({type(e).__name__}): replace it or move it "
+                                         f"out of {folder}") from None
     mode = "L" if all(im.mode in ("L", "1", "I;16") for im in imgs) else "RGB"
     arrays = [np.asarray(im.convert(mode), np.float32) / 255.0 for im in imgs]
     sizes = {a.shape[:2] for a in arrays}

@@ -37,7 +37,7 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
-from diffjax import checkpoint, classical, data, degrade, images, metrics
+from diffjax import checkpoint, classical, data, degrade, files, metrics
 from diffjax.train import NonFiniteLossError
 
 KINDS = classical.NOISE + ("blur",) + classical.INPAINT
@@ -333,11 +333,11 @@ def run_dir(root, cfg: Config) -> Path:
 def _write_config(workdir: Path, cfg: Config) -> None:
     path = workdir / "config.json"
     if path.exists():
-        old = json.loads(path.read_text())
+        old = files.read_json(path, CONFIG_FIX)
         if old != json.loads(json.dumps(asdict(cfg))):
             raise ValueError(f"{workdir} holds a run with another config ({old}); pass another directory or delete it")
     else:
-        images.write_text(path, json.dumps(asdict(cfg), indent=1))
+        files.write_text(path, json.dumps(asdict(cfg), indent=1))
 
 
 def _fit(workdir: Path, cfg: Config, model, loss_fn, batches, val_fn, progress: bool, desc: str,
@@ -361,7 +361,8 @@ def _fit(workdir: Path, cfg: Config, model, loss_fn, batches, val_fn, progress: 
 
     log = workdir / "metrics.jsonl"
     done = int(state["step"])
-    lines = [ln for ln in log.read_text().splitlines() if json.loads(ln)["step"] <= done] if log.exists() else []
+    lines = [json.dumps(r) for r in files.read_jsonl(log, "delete it to resume without the log so far")
+             if r["step"] <= done] if log.exists() else []
     if done == 0:   # the start (for the learned filters: the classical filter tuned on one batch)
         lines = [json.dumps({"step": 0, val_key: val_fn(nnx.merge(graphdef, state["params"]))})]
     bar = tqdm(range(done, cfg.train_steps), desc=desc, disable=not progress, initial=done, total=cfg.train_steps)
@@ -372,7 +373,7 @@ def _fit(workdir: Path, cfg: Config, model, loss_fn, batches, val_fn, progress: 
         if (i + 1) % checkpoint_every == 0 or i + 1 == cfg.train_steps:
             lines.append(json.dumps({"step": i + 1, "loss": float(loss),
                                      val_key: val_fn(nnx.merge(graphdef, state["params"]))}))
-            images.write_text(log, "\n".join(lines) + "\n")
+            files.write_text(log, "\n".join(lines) + "\n")
             checkpoint.save(mngr, i + 1, state)
             bar.set_postfix({val_key: json.loads(lines[-1])[val_key]})
     return graphdef, state["params"]
@@ -469,6 +470,17 @@ def _warm_start(model, loss_fn, batch) -> None:
     model.set_start(*min(((a, t) for a in START_SCALES for t in START_TIMES), key=trial))
 
 
+CONFIG_FIX = "train that run again with python -m experiments.train_pde, or restore the file from a copy"
+
+
+def _read_config(path) -> Config:
+    """A run's Config from its config.json; a damaged file is one DamagedFileError naming it."""
+    try:
+        return Config(**files.read_json(path, CONFIG_FIX))
+    except TypeError as e:
+        raise files.DamagedFileError(f"{path} is damaged (not a learned-diffusion config: {e}): {CONFIG_FIX}") from None
+
+
 def load(path) -> Restorer:
     """The trained restorer of a run directory (run_dir), its checkpoint verified; the border classifier of a
     border model is read from the sibling root/border."""
@@ -476,10 +488,10 @@ def load(path) -> Restorer:
     if not (path / "config.json").exists():
         raise checkpoint.CheckpointError(f"{path} is not a learned-diffusion run (no config.json): train it with "
                                          f"python -m experiments.train_pde")
-    cfg = Config(**json.loads((path / "config.json").read_text()))
+    cfg = _read_config(path / "config.json")
     border = None
     if cfg.model.endswith("_border"):
-        bcfg = Config(**json.loads((path.parent.parent / "border" / "config.json").read_text()))
+        bcfg = _read_config(path.parent.parent / "border" / "config.json")
         border = _load_params(path.parent.parent / "border", bcfg, lambda: BorderNet(nnx.Rngs(0)))
     return _load_params(path, cfg, lambda: make_model(cfg, jax.random.PRNGKey(0)), border)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffjax import data, gaussian, heat, images, schedules
+from diffjax import data, files, gaussian, heat, images, schedules
 
 # Each process's samplers, its default first.
 SAMPLERS = {"gaussian": ("ddim", "ddpm", "dpmpp_2m", "dpmpp_3m", "heun"), "blurring": ("blurring",),
@@ -89,12 +89,10 @@ def load_prior(cfg, workdir) -> np.ndarray:
     path = Path(workdir) / PRIOR_FILE
     size, channels = cfg.data.image_size, cfg.data.channels
     m, n = heat.prior_frequencies(make(cfg), size, size)
-    try:
-        with np.load(path) as f:
-            coefs = f["coefficients"]
-    except Exception as e:  # missing, truncated or not an npz: one error that says what to do
-        raise ValueError(f"{path} is missing or unreadable ({type(e).__name__}); run python -m "
-                         f"experiments.train_ddpm --out {workdir} with the run's config to write it again")
+    fix = f"run python -m experiments.train_ddpm --out {workdir} with the run's config to write it again"
+    coefs = files.load_npz(path, fix).get("coefficients")
+    if coefs is None:
+        raise files.DamagedFileError(f"{path} holds no 'coefficients' array: {fix}")
     if coefs.ndim != 4 or coefs.shape[1:] != (m, n, channels) or not np.all(np.isfinite(coefs)):
         raise ValueError(f"{path} holds {coefs.shape} coefficients, expected [N, {m}, {n}, {channels}] finite "
                          f"ones; run python -m experiments.train_ddpm --out {workdir} to write it again")

@@ -22,7 +22,7 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
-from diffjax import checkpoint, config_check, data, digit_score, generate, images, parallel, processes
+from diffjax import checkpoint, config_check, data, digit_score, files, generate, images, parallel, processes
 from diffjax.nn.unet import UNet, init_unet, param_count
 
 
@@ -32,6 +32,9 @@ class TrainState(NamedTuple):
     ema_params: Any
     opt_state: Any
     key: jax.Array         # uint32 [2], the run's training key
+
+
+RUN_CONFIG_FIX = "restore it from a copy of the run, or train again in a new --out"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -92,7 +95,7 @@ def load_config(workdir) -> ml_collections.ConfigDict:
     if not path.exists():
         raise checkpoint.CheckpointError(f"{workdir} is not a run directory (no config.json): train there first "
                                          f"with python -m experiments.train_ddpm --out {workdir}")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    return ml_collections.ConfigDict(files.read_json(path, RUN_CONFIG_FIX))
 
 
 def restore_ema(workdir, mesh=None):
@@ -149,19 +152,24 @@ def _check_same_run(workdir: Path, cfg) -> None:
     """Refuses a run directory trained with a different model, data, diffusion or seed."""
     path = workdir / "config.json"
     if path.exists():
-        old, new = json.loads(path.read_text()), json.loads(cfg.to_json_best_effort())
+        old, new = files.read_json(path, RUN_CONFIG_FIX), json.loads(cfg.to_json_best_effort())
         changed = [k for k in ("data", "model", "diffusion", "seed") if old.get(k) != new.get(k)]
         if changed:
             raise ValueError(f"{workdir} holds a run with a different {', '.join(changed)} config; "
                              f"use a new --out or the same config")
 
 
-def _read_metrics(path: Path, step: int) -> list[str]:
-    """The metric lines of steps <= `step` (later ones were logged by a run that stopped before its next
-    checkpoint, and are trained again)."""
+def _read_log(path: Path) -> list[dict]:
+    """The records of a run's metrics.jsonl or scores.jsonl ([] if it has none yet)."""
     if not path.exists():
         return []
-    return [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+    return files.read_jsonl(path, f"delete it to resume without the log so far, or start a new --out")
+
+
+def _up_to(records: list[dict], step: int) -> list[str]:
+    """The records of steps <= `step` as JSON lines (later ones were logged by a run that stopped before its next
+    checkpoint, and are trained again)."""
+    return [json.dumps(r) for r in records if r["step"] <= step]
 
 
 def default_samples(graphdef, params, cfg, key, num: int, mesh, prior=None, progress: bool = False) -> np.ndarray:
@@ -190,6 +198,8 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
     mesh = mesh or parallel.make_mesh()
     config_check.check(cfg, mesh.shape[parallel.DATA])
     _check_same_run(workdir, cfg)
+    metrics_path, scores_path = workdir / "metrics.jsonl", workdir / "scores.jsonl"
+    metrics_log, scores_log = _read_log(metrics_path), _read_log(scores_path)   # before anything is written
     ds = data.from_config(cfg, "train")
     if ds.images.shape[1:] != (cfg.data.image_size, cfg.data.image_size, cfg.data.channels):
         raise ValueError(f"dataset {ds.name} has images {ds.images.shape[1:]}, config expects "
@@ -201,7 +211,7 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
     step_fn = make_train_step(graphdef, cfg, mesh).lower(state, ds_images, ds_labels).compile()
 
     workdir.mkdir(parents=True, exist_ok=True)
-    images.write_text(workdir / "config.json", json.dumps(json.loads(cfg.to_json_best_effort()), indent=2))
+    files.write_text(workdir / "config.json", json.dumps(json.loads(cfg.to_json_best_effort()), indent=2))
     prior = None
     if processes.name(cfg) == "ihdm":
         prior = processes.write_prior(cfg, ds.images, workdir / processes.PRIOR_FILE)
@@ -212,8 +222,7 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
         checkpoint.set_aside_after(mngr, int(state.step))
         mngr = checkpoint.manager(workdir)
     start = step = last_saved = int(state.step)
-    metrics_path, scores_path = workdir / "metrics.jsonl", workdir / "scores.jsonl"
-    logged, scored = _read_metrics(metrics_path, start), _read_metrics(scores_path, start)
+    logged, scored = _up_to(metrics_log, start), _up_to(scores_log, start)
     t = cfg.train
     eval_every = t.get("eval_every", 0)
     if eval_every:
@@ -255,7 +264,7 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
                 now = time.perf_counter()
                 logged.append(json.dumps({"step": step, "loss": m["loss"], "grad_norm": m["grad_norm"],
                                           "steps_per_sec": t.log_every / (now - tic)}))
-                images.write_text(metrics_path, "".join(ln + "\n" for ln in logged))   # atomic
+                files.write_text(metrics_path, "".join(ln + "\n" for ln in logged))   # atomic
                 tic = now
             if ckpt_now and logged:
                 images.save_loss_curve(workdir / "metrics.png", [json.loads(ln) for ln in logged])
@@ -268,7 +277,7 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
                 x = default_samples(graphdef, state.ema_params, cfg, eval_key, t.eval_num, mesh, prior)
                 scored.append(json.dumps({"step": step, "num": t.eval_num,
                                           **digit_score.score(classifier, data.to_uint8(x), test_ds.images)}))
-                images.write_text(scores_path, "".join(ln + "\n" for ln in scored))
+                files.write_text(scores_path, "".join(ln + "\n" for ln in scored))
             if ckpt_now:
                 checkpoint.save(mngr, step, state._asdict())
                 last_saved = step

@@ -192,10 +192,10 @@ def main(argv):
               f"({r['train_images_per_s'] / r['batch_size']:.2f} steps/s), DDIM {r['ddim_images_per_s']:.1f} "
               f"images/s, {r['fraction_of_peak']:.3f} of the matmul peak", file=sys.stderr, flush=True)
     print(_table(f.config, results))
-    from diffjax import images
+    from diffjax import files
 
     out = Path(f.out) / f"bench_{f.config}.json"
-    images.write_text(out, json.dumps({"config": f.config, "results": results}, indent=2))
+    files.write_text(out, json.dumps({"config": f.config, "results": results}, indent=2))
     print(f"-> {out}")
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from absl import flags
 from tqdm.auto import tqdm
 
-from diffjax import classical, data, degrade, images, learned_pde, metrics, restore, tuning
+from diffjax import classical, data, degrade, files, images, learned_pde, metrics, restore, tuning
 from experiments import cli
 from experiments.diffusion_eval import model_eps_fn, run_method
 
@@ -126,7 +126,7 @@ def learned_runs(root) -> list[tuple[str, str, float, Path]]:
     for cfg_path in sorted(Path(root).glob("*/*/config.json")):
         model_dir = cfg_path.parent.parent.name
         if model_dir != "border":
-            cfg = json.loads(cfg_path.read_text())
+            cfg = files.read_json(cfg_path, learned_pde.CONFIG_FIX)
             runs.append((("learned_" if cfg["model"].startswith("lambda") else "") + model_dir, cfg["kind"],
                          float(cfg["level"]), cfg_path.parent))
     if not runs:
@@ -314,16 +314,16 @@ def main(argv):
             rows.append((label, x_hat[:8]))
     for (kind, level), rows in examples.items():
         images.save_labelled_rows(workdir / "examples" / f"{kind}_{level}.png", [(n, x * 2 - 1) for n, x in rows])
-    images.write_text(workdir / "results.json", json.dumps(results, indent=1))
+    files.write_text(workdir / "results.json", json.dumps(results, indent=1))
     table = best_table(results)
-    images.write_text(workdir / "table.md", table)
+    files.write_text(workdir / "table.md", table)
     if models:
         versus = versus_table(results)
-        images.write_text(workdir / "versus.md", versus)
+        files.write_text(workdir / "versus.md", versus)
         table += "\n" + versus
     if f.pde_run:
         learned = learned_table(results)
-        images.write_text(workdir / "learned.md", learned)
+        files.write_text(workdir / "learned.md", learned)
         table += "\n" + learned
     plot_vs_level(results, "psnr", workdir / "psnr_vs_level.png")
     plot_vs_level(results, "ssim", workdir / "ssim_vs_level.png")

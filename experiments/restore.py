@@ -14,7 +14,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from diffjax import data, degrade, images, restore
+from diffjax import data, degrade, files, images, restore
 from experiments import cli
 from experiments.diffusion_eval import model_eps_fn, run_method
 
@@ -77,7 +77,7 @@ def main(argv):
     images.save_labelled_rows(out / "grid.png", [(n, x * 2 - 1) for n, x in rows], ncols=min(f.num, 16))
     images.save_npz(out / "restore.npz", data.to_uint8(clean * 2 - 1), **arrays,
                     degraded=data.to_uint8(images.display_size(obs.y, clean.shape) * 2 - 1))
-    images.write_text(out / "metrics.json", json.dumps({"degradation": kind, "level": level, "checkpoint_step": step,
+    files.write_text(out / "metrics.json", json.dumps({"degradation": kind, "level": level, "checkpoint_step": step,
                                                         "methods": records}, indent=1))
     print(f"-> {out}")
 

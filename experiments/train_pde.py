@@ -12,7 +12,6 @@ edginess_vs_level.png. Add the trained models to the comparison with
 `python -m experiments.compare_filters --pde_run OUT`.
 """
 
-import json
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import numpy as np
 from absl import flags
 from flax import nnx
 
-from diffjax import degrade, learned_pde, metrics
+from diffjax import degrade, files, learned_pde, metrics
 from experiments import cli
 
 flags.DEFINE_list("degradations", ["gaussian"], f"degradations, from {learned_pde.KINDS}, or 'all'")
@@ -67,8 +66,11 @@ def plan(f) -> list[learned_pde.Config]:
 
 
 def final_psnr(root, cfg) -> float:
-    lines = (learned_pde.run_dir(root, cfg) / "metrics.jsonl").read_text().splitlines()
-    return json.loads(lines[-1])["val_psnr"]
+    path = learned_pde.run_dir(root, cfg) / "metrics.jsonl"
+    records = files.read_jsonl(path, learned_pde.CONFIG_FIX, keys=("step", "val_psnr"))
+    if not records:
+        raise files.DamagedFileError(f"{path} is empty: {learned_pde.CONFIG_FIX}")
+    return records[-1]["val_psnr"]
 
 
 def _figure(path, draw, nrows, ncols, size=(2.0, 2.0)):

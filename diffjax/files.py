@@ -1,0 +1,84 @@
+"""The files the project writes and reads: atomic writes, and reads that fail in one line that names the file.
+
+A write goes to a temporary name in the target's directory and is renamed over the target, so a reader never
+sees half a file. A JSON, JSON-lines or npz file that is empty, truncated or garbage raises `DamagedFileError`:
+one message naming the file, what is wrong with it, and what to do.
+"""
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+
+class DamagedFileError(ValueError):
+    """A file the project reads is unreadable."""
+
+
+def atomic(path, write) -> None:
+    """Calls `write(f)` on a temporary file, then renames it to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+def write_text(path, text: str) -> None:
+    atomic(path, lambda f: f.write(text.encode()))
+
+
+def _damaged(path, problem, fix: str) -> DamagedFileError:
+    return DamagedFileError(f"{path} is damaged ({problem}): {fix}")
+
+
+def read_json(path, fix: str, kind=dict):
+    """The JSON value of a file, which must be a `kind`."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise _damaged(path, "empty" if _empty(path) else f"not JSON: {e}", fix) from None
+    if not isinstance(value, kind):
+        raise _damaged(path, f"a JSON {type(value).__name__} where a {kind.__name__} belongs", fix)
+    return value
+
+
+def read_jsonl(path, fix: str, keys: tuple = ("step",)) -> list[dict]:
+    """The records of a JSON-lines file, each an object with `keys` (the project never writes an empty one)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise _damaged(path, e, fix) from None
+    if not lines:
+        raise _damaged(path, "empty", fix)
+    records = []
+    for i, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise _damaged(path, f"line {i} is not JSON: {e}", fix) from None
+        if not isinstance(record, dict) or any(k not in record for k in keys):
+            raise _damaged(path, f"line {i} lacks {', '.join(keys)}", fix)
+        records.append(record)
+    return records
+
+
+def load_npz(path, fix: str) -> dict[str, np.ndarray]:
+    """Every array of an .npz file."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise DamagedFileError(f"{path} does not exist: {fix}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise _damaged(path, "empty" if _empty(path) else f"not a readable .npz: {type(e).__name__}", fix) from None
+
+
+def _empty(path) -> bool:
+    try:
+        return Path(path).stat().st_size == 0
+    except OSError:
+        return False
