@@ -8,6 +8,7 @@ if none is intact, `CheckpointError` says what to do. Steps written before manif
 still load, with a note that they carry no checksum.
 """
 
+import errno
 import hashlib
 import json
 import logging
@@ -75,9 +76,10 @@ def save(mngr: ocp.CheckpointManager, step: int, state) -> None:
         files.write_text(step_dir / MANIFEST, json.dumps(_digests(step_dir), indent=0))
     except OSError as e:
         kept = [s for s in steps(mngr) if s != step]
-        raise CheckpointError(f"writing checkpoint step {step} failed ({e}); "
+        fix = "free disk space" if e.errno == errno.ENOSPC else "fix that"
+        raise CheckpointError(f"writing checkpoint step {step} to {step_dir} failed ({type(e).__name__}: {e}); "
                               + (f"step {kept[0]} is intact" if kept else "no earlier step exists")
-                              + f" in {mngr.directory}; free disk space and run again to resume") from e
+                              + f" in {mngr.directory}; {fix} and run again to resume") from e
 
 
 def verify(step_dir: Path) -> str | None:

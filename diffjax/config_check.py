@@ -127,6 +127,8 @@ def check(cfg, num_devices: int = 1) -> None:
     _real(cfg, "train.p_uncond", 0.0, 1.0)
     for field in ("log_every", "sample_every", "ckpt_every", "num_sample_images"):
         _int(cfg, "train." + field, 1)
+    if "ckpt_minutes" in cfg.train:
+        _real(cfg, "train.ckpt_minutes", 0.0, inf, lo_open=True)
     _int(cfg, "train.sample_steps", 1, steps_t)
     if cfg.train.get("eval_every", 0):
         _int(cfg, "train.eval_every", 0)

@@ -23,52 +23,54 @@ def evaluate(workdir, sampler=None, steps: int = 50, eta: float = 0.0, num: int 
              guidance: float = 0.0, inception_weights=None) -> tuple[str, dict]:
     """Samples and scores a run (see the module docstring). Returns (key, result) and updates RUN/eval.json."""
     cfg = train.load_config(workdir)
-    path = Path(workdir) / EVAL_FILE   # read first: a damaged file stops the run before any sampling
-    results = files.read_json(path, "move it aside and evaluate again (its scores are lost otherwise)") \
-        if path.exists() else {}
-    rgb = cfg.data.channels == 3
-    if not rgb and (cfg.data.channels != 1 or cfg.data.image_size != 28):
-        raise ValueError(f"{workdir} is a {cfg.data.dataset} run: the sample score is the digit classifier's "
-                         f"Fréchet distance for 28x28 digits or FID for RGB images")
-    if rgb and inception_weights is None:
-        raise ValueError(f"{workdir} is an RGB ({cfg.data.dataset}) run, scored by FID: pass --inception=FILE, the "
-                         f"Inception-v3 weights ({inception.HOW_TO_GET})")
-    weights = inception.load(inception_weights) if rgb else None   # checked before any sampling
-    sampler = processes.sampler_for(cfg, sampler)
-    labels = None
-    if cfg.model.num_classes:  # every class in turn: the score is of a balanced set
-        labels = np.arange(num) % cfg.model.num_classes
-    generate.class_labels(cfg.model.num_classes, None, guidance, num)  # guidance needs a conditional run
-    cfg, graphdef, params, step = train.restore_ema(workdir)
-    p = processes.make(cfg)
-    prior = processes.load_prior(cfg, workdir) if sampler == "ihdm" else None
-    train_ds, test_ds = data.from_config(cfg, "train"), data.from_config(cfg, "test")
-    clf = None if rgb else digit_score.load_or_train(cache_dir, train_ds, test_ds)
-    shape = (cfg.data.image_size, cfg.data.image_size, cfg.data.channels)
-    tic = time.perf_counter()
-    x = generate.sample(graphdef, params, p, jax.random.PRNGKey(seed), num, shape, sampler=sampler,
-                        steps=steps, eta=processes.sampling_eta(cfg, eta), batch_size=batch_size,
-                        prediction=processes.prediction(cfg), progress=progress, prior=prior, labels=labels,
-                        guidance=guidance)
-    seconds = time.perf_counter() - tic
-    calls = samplers.nfe(sampler, steps, p.num_timesteps)
-    nfe = calls * (2 if labels is not None and guidance > 0 else 1)  # guided: the conditional and the null call
-    key = "_".join([sampler, f"{calls if sampler in ('ddpm', 'ihdm') else steps}steps",
-                    *([f"eta{eta:g}"] if sampler in ("ddim", "ihdm") else []),
-                    *([f"w{guidance:g}"] if labels is not None else []), f"n{num}", f"seed{seed}"])
-    generated = data.to_uint8(x)
-    result = {"sampler": sampler, "steps": steps, "nfe": nfe, "eta": eta if sampler == "ddim" else None,
-              "guidance": guidance if labels is not None else None, "num": num, "seed": seed,
-              "checkpoint_step": step, "seconds": round(seconds, 2), "images_per_s": round(num / seconds, 2)}
-    if rgb:
-        result.update(fid=inception.fid(weights, generated, test_ds.images),
-                      fid_train_vs_test=inception.fid(weights, train_ds.images[:num], test_ds.images))
-    else:
-        result.update(**digit_score.score(clf, generated, test_ds.images),
-                      **digit_score.floors(clf, train_ds, test_ds, num))
-    if labels is not None:
-        result["class_accuracy"] = float(np.mean(digit_score.predict(clf, generated) == labels))
-    results[key] = result
-    files.write_text(path, json.dumps(results, indent=1))
-    images.save_grid(Path(workdir) / "eval" / f"{key}.png", x[:100], ncols=10)
-    return key, result
+    path = Path(workdir) / EVAL_FILE
+    with files.exclusive(Path(workdir) / "eval", remove_if_unused=True):   # one writer of eval.json at a time
+        # read first: a damaged file stops the run before any sampling
+        results = files.read_json(path, "move it aside and evaluate again (its scores are lost otherwise)") \
+            if path.exists() else {}
+        rgb = cfg.data.channels == 3
+        if not rgb and (cfg.data.channels != 1 or cfg.data.image_size != 28):
+            raise ValueError(f"{workdir} is a {cfg.data.dataset} run: the sample score is the digit classifier's "
+                             f"Fréchet distance for 28x28 digits or FID for RGB images")
+        if rgb and inception_weights is None:
+            raise ValueError(f"{workdir} is an RGB ({cfg.data.dataset}) run, scored by FID: pass --inception=FILE, the "
+                             f"Inception-v3 weights ({inception.HOW_TO_GET})")
+        weights = inception.load(inception_weights) if rgb else None   # checked before any sampling
+        sampler = processes.sampler_for(cfg, sampler)
+        labels = None
+        if cfg.model.num_classes:  # every class in turn: the score is of a balanced set
+            labels = np.arange(num) % cfg.model.num_classes
+        generate.class_labels(cfg.model.num_classes, None, guidance, num)  # guidance needs a conditional run
+        cfg, graphdef, params, step = train.restore_ema(workdir)
+        p = processes.make(cfg)
+        prior = processes.load_prior(cfg, workdir) if sampler == "ihdm" else None
+        train_ds, test_ds = data.from_config(cfg, "train"), data.from_config(cfg, "test")
+        clf = None if rgb else digit_score.load_or_train(cache_dir, train_ds, test_ds)
+        shape = (cfg.data.image_size, cfg.data.image_size, cfg.data.channels)
+        tic = time.perf_counter()
+        x = generate.sample(graphdef, params, p, jax.random.PRNGKey(seed), num, shape, sampler=sampler,
+                            steps=steps, eta=processes.sampling_eta(cfg, eta), batch_size=batch_size,
+                            prediction=processes.prediction(cfg), progress=progress, prior=prior, labels=labels,
+                            guidance=guidance)
+        seconds = time.perf_counter() - tic
+        calls = samplers.nfe(sampler, steps, p.num_timesteps)
+        nfe = calls * (2 if labels is not None and guidance > 0 else 1)  # guided: the conditional and the null call
+        key = "_".join([sampler, f"{calls if sampler in ('ddpm', 'ihdm') else steps}steps",
+                        *([f"eta{eta:g}"] if sampler in ("ddim", "ihdm") else []),
+                        *([f"w{guidance:g}"] if labels is not None else []), f"n{num}", f"seed{seed}"])
+        generated = data.to_uint8(x)
+        result = {"sampler": sampler, "steps": steps, "nfe": nfe, "eta": eta if sampler == "ddim" else None,
+                  "guidance": guidance if labels is not None else None, "num": num, "seed": seed,
+                  "checkpoint_step": step, "seconds": round(seconds, 2), "images_per_s": round(num / seconds, 2)}
+        if rgb:
+            result.update(fid=inception.fid(weights, generated, test_ds.images),
+                          fid_train_vs_test=inception.fid(weights, train_ds.images[:num], test_ds.images))
+        else:
+            result.update(**digit_score.score(clf, generated, test_ds.images),
+                          **digit_score.floors(clf, train_ds, test_ds, num))
+        if labels is not None:
+            result["class_accuracy"] = float(np.mean(digit_score.predict(clf, generated) == labels))
+        results[key] = result
+        files.write_text(path, json.dumps(results, indent=1))
+        images.save_grid(Path(workdir) / "eval" / f"{key}.png", x[:100], ncols=10)
+        return key, result

@@ -2,11 +2,15 @@
 
 A write goes to a temporary name in the target's directory and is renamed over the target, so a reader never
 sees half a file. A JSON, JSON-lines or npz file that is empty, truncated or garbage raises `DamagedFileError`:
-one message naming the file, what is wrong with it, and what to do.
+one message naming the file, what is wrong with it, and what to do. `exclusive` keeps a second writer out of a
+directory.
 """
 
+import contextlib
+import fcntl
 import json
 import os
+import socket
 import zipfile
 from pathlib import Path
 
@@ -82,3 +86,39 @@ def _empty(path) -> bool:
         return Path(path).stat().st_size == 0
     except OSError:
         return False
+
+
+LOCK_FILE = ".lock"
+
+
+class LockedError(RuntimeError):
+    """Another process writes into the directory."""
+
+
+@contextlib.contextmanager
+def exclusive(directory, remove_if_unused: bool = False):
+    """Holds an OS lock (`flock`) on `directory/.lock` for the block: one writer per directory. A second writer
+    gets `LockedError` naming the holder's PID and host before it writes anything; the OS releases the lock when
+    its holder exits, however it exits, so a stale lock never blocks. (flock is advisory, and not shared across
+    machines on every network file system.) `remove_if_unused`: a directory this call created is removed again
+    if the block leaves nothing in it but the lock file (a run that failed its checks leaves nothing behind)."""
+    directory = Path(directory)
+    created = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise LockedError(f"{directory} is in use by {holder}: wait until it finishes, or write elsewhere "
+                          f"(--out)") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"PID {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    try:
+        yield
+    finally:
+        if remove_if_unused and created and [p.name for p in directory.iterdir()] == [LOCK_FILE]:
+            (directory / LOCK_FILE).unlink()
+            directory.rmdir()
+        os.close(fd)   # releases the lock

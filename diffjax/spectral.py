@@ -10,7 +10,6 @@ in V's coordinates. Used by DDNM+ (`restore`) and by TV deconvolution / super-re
 import functools
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 

@@ -22,7 +22,8 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
-from diffjax import checkpoint, config_check, data, digit_score, files, generate, images, parallel, processes
+from diffjax import (checkpoint, config_check, data, digit_score, files, generate, images, parallel,
+                     preemption, processes)
 from diffjax.nn.unet import UNet, init_unet, param_count
 
 
@@ -163,7 +164,7 @@ def _read_log(path: Path) -> list[dict]:
     """The records of a run's metrics.jsonl or scores.jsonl ([] if it has none yet)."""
     if not path.exists():
         return []
-    return files.read_jsonl(path, f"delete it to resume without the log so far, or start a new --out")
+    return files.read_jsonl(path, "delete it to resume without the log so far, or start a new --out")
 
 
 def _up_to(records: list[dict], step: int) -> list[str]:
@@ -192,25 +193,35 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
     waits for the one before it, so the progress bar counts finished steps; it reads values only at log,
     sample and checkpoint steps; there every loss since the last sync is checked, and a non-finite one raises
     `NonFiniteLossError` before anything of that stretch is saved (the last good checkpoint is kept).
-    Ctrl-C saves a checkpoint first.
+    A checkpoint is written every `train.ckpt_every` steps and every `train.ckpt_minutes` of wall clock (the
+    numbers do not depend on when). The run holds the directory's lock (`files.exclusive`) throughout; SIGTERM
+    and Ctrl-C save the current step, then raise `preemption.Interrupted` (`preemption.StopRequest`).
     """
     workdir = Path(workdir)
     mesh = mesh or parallel.make_mesh()
     config_check.check(cfg, mesh.shape[parallel.DATA])
-    _check_same_run(workdir, cfg)
-    metrics_path, scores_path = workdir / "metrics.jsonl", workdir / "scores.jsonl"
-    metrics_log, scores_log = _read_log(metrics_path), _read_log(scores_path)   # before anything is written
-    ds = data.from_config(cfg, "train")
-    if ds.images.shape[1:] != (cfg.data.image_size, cfg.data.image_size, cfg.data.channels):
-        raise ValueError(f"dataset {ds.name} has images {ds.images.shape[1:]}, config expects "
-                         f"{(cfg.data.image_size, cfg.data.image_size, cfg.data.channels)}")
-    graphdef, state, sample_key = init_state(cfg, mesh)
-    ds_images, ds_labels = data.device_put(ds, parallel.replicated(mesh))
-    if progress:
-        print(f"compiling the train step ({ds.name}, batch {cfg.train.batch_size}) ...", file=sys.stderr, flush=True)
-    step_fn = make_train_step(graphdef, cfg, mesh).lower(state, ds_images, ds_labels).compile()
+    with files.exclusive(workdir, remove_if_unused=True):   # one writer per run directory, for the whole run
+        _check_same_run(workdir, cfg)
+        metrics_log, scores_log = _read_log(workdir / "metrics.jsonl"), _read_log(workdir / "scores.jsonl")
+        ds = data.from_config(cfg, "train")
+        if ds.images.shape[1:] != (cfg.data.image_size, cfg.data.image_size, cfg.data.channels):
+            raise ValueError(f"dataset {ds.name} has images {ds.images.shape[1:]}, config expects "
+                             f"{(cfg.data.image_size, cfg.data.image_size, cfg.data.channels)}")
+        graphdef, state, sample_key = init_state(cfg, mesh)
+        ds_images, ds_labels = data.device_put(ds, parallel.replicated(mesh))
+        if progress:
+            print(f"compiling the train step ({ds.name}, batch {cfg.train.batch_size}) ...", file=sys.stderr,
+                  flush=True)
+        step_fn = make_train_step(graphdef, cfg, mesh).lower(state, ds_images, ds_labels).compile()
+        with preemption.StopRequest() as stop:   # SIGTERM and SIGINT: save, then stop
+            return _train_loop(cfg, workdir, mesh, progress, ds, graphdef, state, sample_key, step_fn, ds_images,
+                               ds_labels, metrics_log, scores_log, stop)
 
-    workdir.mkdir(parents=True, exist_ok=True)
+
+def _train_loop(cfg, workdir, mesh, progress, ds, graphdef, state, sample_key, step_fn, ds_images, ds_labels,
+                metrics_log, scores_log, stop):
+    """The loop of `run`, inside the run directory's lock."""
+    metrics_path, scores_path = workdir / "metrics.jsonl", workdir / "scores.jsonl"
     files.write_text(workdir / "config.json", json.dumps(json.loads(cfg.to_json_best_effort()), indent=2))
     prior = None
     if processes.name(cfg) == "ihdm":
@@ -225,6 +236,7 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
     logged, scored = _up_to(metrics_log, start), _up_to(scores_log, start)
     t = cfg.train
     eval_every = t.get("eval_every", 0)
+    ckpt_seconds = 60.0 * t.get("ckpt_minutes", 0.0) or float("inf")
     if eval_every:
         test_ds = data.from_config(cfg, "test")
         classifier = digit_score.load_or_train(digit_score.DEFAULT_CACHE, ds, test_ds)
@@ -245,7 +257,7 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
     bar = tqdm(total=t.steps, initial=start, unit="step", disable=not progress, dynamic_ncols=True,
                desc=f"train {ds.name} ({param_count(nnx.merge(graphdef, state.params)) / 1e6:.2f}M params)")
     try:
-        tic = time.perf_counter()
+        tic = saved_at = time.perf_counter()
         while step < t.steps:
             state, m = step_fn(state, ds_images, ds_labels)
             step += 1
@@ -254,7 +266,9 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
                 bar.update(1)
             pending.append((step, m))
             log_now, sample_now = step % t.log_every == 0, step % t.sample_every == 0
-            ckpt_now = step % t.ckpt_every == 0 or step == t.steps
+            stopping = stop.due(step)
+            ckpt_now = (step % t.ckpt_every == 0 or step == t.steps or stopping
+                        or time.perf_counter() - saved_at >= ckpt_seconds)   # by wall clock too: same numbers
             if not (log_now or sample_now or ckpt_now):
                 continue
             m = sync()
@@ -268,27 +282,29 @@ def run(cfg: ml_collections.ConfigDict, workdir, mesh=None, progress: bool = Tru
                 tic = now
             if ckpt_now and logged:
                 images.save_loss_curve(workdir / "metrics.png", [json.loads(ln) for ln in logged])
-            if sample_now or step == t.steps:
+            if (sample_now or step == t.steps) and not stopping:
                 images.save_grid(workdir / "samples" / f"step_{step:07d}.png",
                                  default_samples(graphdef, state.ema_params, cfg, jax.random.fold_in(sample_key, step),
                                                  t.num_sample_images, mesh, prior, progress))
-            if eval_every and step % eval_every == 0:
+            if eval_every and step % eval_every == 0 and not stopping:
                 eval_key = jax.random.fold_in(jax.random.fold_in(sample_key, step), 1)
                 x = default_samples(graphdef, state.ema_params, cfg, eval_key, t.eval_num, mesh, prior)
                 scored.append(json.dumps({"step": step, "num": t.eval_num,
                                           **digit_score.score(classifier, data.to_uint8(x), test_ds.images)}))
                 files.write_text(scores_path, "".join(ln + "\n" for ln in scored))
             if ckpt_now:
+                stop.saving = True
                 checkpoint.save(mngr, step, state._asdict())
-                last_saved = step
-    except KeyboardInterrupt:
-        step = int(state.step)
-        if pending:
-            sync()
-        if step > last_saved:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the save
-            checkpoint.save(mngr, step, state._asdict())
-        raise KeyboardInterrupt(f"interrupted: checkpoint at step {step} saved in {workdir}; run again to resume")
+                stop.saving, last_saved, saved_at = False, step, time.perf_counter()
+            if stopping:
+                name = signal.Signals(stop.signum).name
+                raise preemption.Interrupted(f"{name}: checkpoint of step {step} saved in {workdir}; run the same "
+                                             f"command again to resume", stop.signum)
+    except preemption.Interrupted:
+        raise
+    except KeyboardInterrupt:   # a second signal: stop at once
+        raise preemption.Interrupted(f"interrupted: the last checkpoint (step {last_saved}) is in {workdir}; run the "
+                                     f"same command again to resume from it", signal.SIGINT) from None
     finally:
         bar.close()
         mngr.close()

@@ -6,10 +6,11 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
-from diffjax import checkpoint, data, parallel, runtime, train
+from diffjax import checkpoint, data, files, parallel, runtime, train
 
 CONFIGS = Path(__file__).parent / "configs"
-USER_ERRORS = (ValueError, checkpoint.CheckpointError, data.DataUnavailableError, train.NonFiniteLossError)
+USER_ERRORS = (ValueError, checkpoint.CheckpointError, data.DataUnavailableError, train.NonFiniteLossError,
+               files.LockedError)
 
 
 def default_run_dir(cfg) -> Path:
@@ -53,10 +54,10 @@ def run(main) -> None:
             sys.stdout.flush()
             print(f"error: {e}", file=sys.stderr, flush=True)
             sys.exit(2)
-        except KeyboardInterrupt as e:
+        except KeyboardInterrupt as e:   # preemption.Interrupted says which signal; a bare Ctrl-C is SIGINT's 130
             sys.stdout.flush()
             print(str(e) or "interrupted", file=sys.stderr, flush=True)
-            sys.exit(130)
+            sys.exit(128 + getattr(e, "signum", 2))
 
     # Everything is imported: the garbage collector's full collections no longer walk the objects of jax, flax
     # and Orbax.

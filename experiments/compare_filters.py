@@ -9,18 +9,16 @@ restorers of `experiments.train_pde` (learned.md: against tuned Perona-Malik and
 """
 
 import json
-import time
-import zlib
 from pathlib import Path
 
-import jax
 import numpy as np
 from absl import flags
 from tqdm.auto import tqdm
 
-from diffjax import classical, data, degrade, files, images, learned_pde, metrics, restore, tuning
+from diffjax import classical, data, degrade, files, images, metrics, restore
+from diffjax.compare import (best_table, evaluate, evaluate_diffusion, evaluate_learned, learned_runs, learned_table,
+                             model_eps_fn, plot_psnr_vs_edginess, plot_vs_level, task_key, versus_table)
 from experiments import cli
-from experiments.diffusion_eval import model_eps_fn, run_method
 
 flags.DEFINE_string("dataset", "mnist_sample", "mnist_sample (test split), or any dataset of diffjax.data")
 flags.DEFINE_string("folder", None, "a folder of your own PNG images (all the same size), instead of --dataset")
@@ -52,211 +50,6 @@ def load_images(f):
     test = data.load(f.dataset, "test").images
     pick = lambda a, n: a[np.linspace(0, len(a) - 1, min(n, len(a))).astype(int)].astype(np.float32) / 255  # noqa
     return pick(val, f.num_val), pick(test, f.num)
-
-
-def _se(a) -> float:
-    return float(np.std(a, ddof=1) / np.sqrt(len(a))) if len(a) > 1 else 0.0
-
-
-def _observe(kind, level, key, val, test):
-    """The degraded validation and test images of one task (independent noise)."""
-    k_val, k_test = jax.random.split(key)
-    return degrade.degrade(kind, level, k_val, val), degrade.degrade(kind, level, k_test, test)
-
-
-def _tune(score, grid):
-    """tuning.tune, timed. Returns (best params, info with the tuning's wall seconds)."""
-    tic = time.perf_counter()
-    best, _, info = tuning.tune(score, grid)
-    return best, {**info, "seconds": time.perf_counter() - tic}
-
-
-def _row(kind, level, method, params, info, psnr, ssim, seconds_per_image, **extra) -> dict:
-    """One results.json row: per-image PSNR/SSIM summarised as mean and standard error."""
-    psnr, ssim = np.asarray(psnr), np.asarray(ssim)
-    return {"degradation": kind, "level": level, "method": method, "params": params,
-            "at_bound": info["at_bound"], "evaluations": info["evaluations"], **extra,
-            "psnr": float(psnr.mean()), "psnr_se": _se(psnr), "ssim": float(ssim.mean()), "ssim_se": _se(ssim),
-            "seconds_per_image": seconds_per_image, "tuning_seconds": info["seconds"],
-            "psnr_per_image": psnr.tolist()}
-
-
-def evaluate(kind, level, method, val, test, key):
-    """Tunes `method` on val (the grid grows past its edges), scores on test.
-
-    Returns (result dict, restored test images, test observation)."""
-    obs_val, obs_test = _observe(kind, level, key, val, test)
-    score = lambda p: float(np.mean(metrics.psnr(classical.restore(method.name, obs_val, **p), val)))  # noqa: E731
-    best, info = _tune(score, method.grid)
-    tic = time.perf_counter()
-    x_hat = np.asarray(classical.restore(method.name, obs_test, **best))
-    seconds = (time.perf_counter() - tic) / len(test)
-    return _row(kind, level, method.name, best, info, metrics.psnr(x_hat, test), metrics.ssim(x_hat, test),
-                seconds), x_hat, obs_test
-
-
-def task_key(seed: int, kind: str, level) -> jax.Array:
-    """The key of one (degradation, level): from stable values only (a CRC of the name, not `hash`,
-    which Python randomises per process), so the same --seed gives the same table in any process."""
-    key = jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(kind.encode()) % 2**31)
-    return jax.random.fold_in(key, int(round(float(level) * 1000)))
-
-
-def evaluate_diffusion(kind, level, name, val, test, key, eps_fn, s, num_samples, steps):
-    """Tunes a conditioned sampler on val (PSNR of one sample), then scores one sample and the posterior
-    mean of `num_samples` on test. Returns ([sample row, mean row], sample images, observation)."""
-    obs_val, obs_test = _observe(kind, level, key, val, test)
-    k_val, k_test = jax.random.split(key)
-    fixed = {"steps": steps} if restore.get(name).process == "gaussian" else {}   # IHDM runs from its level down
-    score = lambda p: float(np.mean(metrics.psnr(  # noqa: E731
-        restore.restore(name, eps_fn, s, jax.random.fold_in(k_val, 7), obs_val, image_shape=val.shape, **fixed,
-                        **p), val)))
-    best, info = _tune(score, restore.tuning_grid(name, obs_val))
-    rec, sample, _, _ = run_method(name, eps_fn, s, jax.random.fold_in(k_test, 7), obs_test, test, num_samples,
-                                   **fixed, **best)
-    rows = [_row(kind, level, label, {**best, **fixed}, info, rec[tag]["psnr_per_image"],
-                 rec[tag]["ssim_per_image"], rec["seconds_per_image"], nfe=rec["nfe"])
-            for tag, label in (("sample", f"{name} (sample)"), ("mean", f"{name} (mean of {num_samples})"))]
-    return rows, sample, obs_test
-
-
-def learned_runs(root) -> list[tuple[str, str, float, Path]]:
-    """(row name, degradation, level, run directory) of every trained learned-diffusion run under root."""
-    runs = []
-    for cfg_path in sorted(Path(root).glob("*/*/config.json")):
-        model_dir = cfg_path.parent.parent.name
-        if model_dir != "border":
-            cfg = files.read_json(cfg_path, learned_pde.CONFIG_FIX)
-            runs.append((("learned_" if cfg["model"].startswith("lambda") else "") + model_dir, cfg["kind"],
-                         float(cfg["level"]), cfg_path.parent))
-    if not runs:
-        raise ValueError(f"--pde={root} holds no learned diffusion runs: train them with "
-                         f"python -m experiments.train_pde --out {root}")
-    return runs
-
-
-def evaluate_learned(kind, level, name, path, val, test, key):
-    """Scores a trained learned-diffusion restorer on the test observation (nothing to tune)."""
-    _, obs_test = _observe(kind, level, key, val, test)
-    restorer = learned_pde.load(path)
-    restorer.restore(obs_test)  # compiles outside the timing
-    tic = time.perf_counter()
-    x_hat = np.asarray(restorer.restore(obs_test))
-    seconds = (time.perf_counter() - tic) / len(test)
-    info = {"at_bound": [], "evaluations": 0, "seconds": 0.0}
-    return _row(kind, level, name, {"run": str(path)}, info, metrics.psnr(x_hat, test), metrics.ssim(x_hat, test),
-                seconds, learned=True), x_hat, obs_test
-
-
-def _fmt(r) -> str:
-    return f"{r['psnr']:.2f} ± {r['psnr_se']:.2f} | {r['ssim']:.3f} ± {r['ssim_se']:.3f}"
-
-
-def _by_level(results):
-    """(kind, level, rows of that task sorted by decreasing PSNR), in order of kind and level."""
-    for kind, level in sorted({(r["degradation"], r["level"]) for r in results}):
-        yield kind, level, sorted((r for r in results if (r["degradation"], r["level"]) == (kind, level)),
-                                  key=lambda r: -r["psnr"])
-
-
-def best_table(results) -> str:
-    """Per degradation and level: the best method and the runner-up by mean PSNR (± standard error)."""
-    rows = ["| degradation | level | best method | PSNR (dB) | SSIM | parameters | runner-up | PSNR (dB) | SSIM |",
-            "|---|---|---|---|---|---|---|---|---|"]
-    for kind, level, group in _by_level(results):
-        b = group[0]
-        second = f"{group[1]['method']} | {_fmt(group[1])}" if len(group) > 1 else "– | – | –"
-        rows.append(f"| {kind} | {level} | {b['method']} | {_fmt(b)} | {json.dumps(b['params'])} | {second} |")
-    return "\n".join(rows) + "\n"
-
-
-def versus_table(results) -> str:
-    """Per degradation and level: the best classical row against the best diffusion row (PSNR, SSIM), and the
-    PSNR margin with the standard error of the paired per-image differences (both scored on the same images)."""
-    rows = ["| degradation | level | best classical | PSNR (dB) | SSIM | best diffusion (NFE per sample) | PSNR (dB) | "
-            "SSIM | PSNR margin (dB, paired) |", "|---|---|---|---|---|---|---|---|---|"]
-    for kind, level, group in _by_level(results):
-        c = next((r for r in group if "nfe" not in r and not r.get("learned")), None)
-        d = next((r for r in group if "nfe" in r), None)
-        if c and d:
-            margin = np.subtract(d["psnr_per_image"], c["psnr_per_image"])
-            rows.append(f"| {kind} | {level} | {c['method']} | {_fmt(c)} | {d['method']} ({d['nfe']}) | {_fmt(d)} | "
-                        f"{d['psnr'] - c['psnr']:+.2f} ± {_se(margin):.2f} |")
-    return "\n".join(rows) + "\n"
-
-
-def learned_table(results) -> str:
-    """Per degradation and level: the best learned diffusion against the tuned classical Perona-Malik (where it
-    applies: the noise kinds) and the best classical method, with its PSNR margins (paired standard errors: all
-    rows are scored on the same test images)."""
-    rows = ["| degradation | level | best learned | PSNR (dB) | SSIM | Perona-Malik (tuned) | PSNR (dB) | "
-            "margin over it (dB) | best classical | PSNR (dB) | margin over it (dB) |", "|---" * 11 + "|"]
-    for kind, level, group in _by_level(results):
-        learned = next((r for r in group if r.get("learned")), None)
-        pm = next((r for r in group if r["method"].startswith("perona_malik")), None)
-        best = next((r for r in group if "nfe" not in r and not r.get("learned")), None)
-        if learned is None:
-            continue
-        cells = [f"| {kind} | {level} | {learned['method']} | {_fmt(learned)} |"]
-        for other in (pm, best):
-            if other is None:
-                cells.append(" – | – | – |")
-            else:
-                margin = np.subtract(learned["psnr_per_image"], other["psnr_per_image"])
-                cells.append(f" {other['method']} | {other['psnr']:.2f} ± {other['psnr_se']:.2f} | "
-                             f"{learned['psnr'] - other['psnr']:+.2f} ± {_se(margin):.2f} |")
-        rows.append("".join(cells))
-    return "\n".join(rows) + "\n"
-
-
-def _panels(results, path, draw) -> None:
-    """One panel per degradation (4 per row), each drawn by draw(ax, kind, style); a shared method style."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    kinds = sorted({r["degradation"] for r in results})
-    names = sorted({r["method"] for r in results})
-    colors, markers = plt.get_cmap("tab20").colors, "osv^DPX*h<>p"
-    style = {n: dict(color=colors[i % 20], marker=markers[i % len(markers)]) for i, n in enumerate(names)}
-    ncols = min(4, len(kinds))
-    nrows = -(-len(kinds) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.8 * nrows), squeeze=False)
-    for ax in axes.flat[len(kinds):]:
-        ax.axis("off")
-    for ax, kind in zip(axes.flat, kinds):
-        draw(ax, kind, style)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_vs_level(results, key, path) -> None:
-    """Mean `key` (psnr or ssim) with standard errors against the degradation level, per method."""
-
-    def draw(ax, kind, style):
-        group = [r for r in results if r["degradation"] == kind]
-        for name in sorted({r["method"] for r in group}):
-            rs = sorted((r for r in group if r["method"] == name), key=lambda r: r["level"])
-            ax.errorbar([r["level"] for r in rs], [r[key] for r in rs], yerr=[r[key + "_se"] for r in rs],
-                        ms=4, capsize=2, label=name, **style[name])
-        ax.set(title=kind, xlabel="level", ylabel=key.upper())
-
-    _panels(results, path, draw)
-
-
-def plot_psnr_vs_edginess(results, edginess, path) -> None:
-    """Per-image PSNR against the clean image's edginess, at each degradation's first level."""
-
-    def draw(ax, kind, style):
-        first = min(r["level"] for r in results if r["degradation"] == kind)
-        for r in (r for r in results if r["degradation"] == kind and r["level"] == first):
-            ax.scatter(edginess, r["psnr_per_image"], s=6, alpha=0.5, label=r["method"], **style[r["method"]])
-        ax.set(title=f"{kind} {first}", xlabel="edginess of the clean image", ylabel="PSNR (dB)")
-
-    _panels(results, path, draw)
 
 
 def main(argv):

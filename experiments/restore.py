@@ -16,7 +16,7 @@ from absl import flags
 
 from diffjax import data, degrade, files, images, restore
 from experiments import cli
-from experiments.diffusion_eval import model_eps_fn, run_method
+from diffjax.compare import model_eps_fn, run_method
 
 flags.DEFINE_string("run", None, "run directory written by experiments.train_ddpm", required=True)
 flags.DEFINE_string("degradation", "inpaint_box", f"one of {sorted(degrade.DEGRADATIONS)}")
@@ -64,21 +64,22 @@ def main(argv):
     out = Path(f.out or Path(f.run) / "restore" / cli.output_name(kind=kind, level=level, seed=f.seed))
     key = jax.random.PRNGKey(f.seed)
     obs = degrade.degrade(kind, level, jax.random.fold_in(key, 0), clean)
-    rows, records, arrays = [("clean", clean), ("degraded", images.display_size(obs.y, clean.shape))], [], {}
-    for name in names:
-        rec, sample, mean, std = run_method(name, eps_fn, s, jax.random.fold_in(key, 1), obs, clean, f.posterior_samples)
-        records.append(rec)
-        rows += [(f"{name} sample", sample), (f"{name} mean of {f.posterior_samples}", mean),
-                 (f"{name} std x4", np.clip(4 * std, 0, 1))]
-        arrays.update({f"{name}_sample": data.to_uint8(sample * 2 - 1), f"{name}_mean": data.to_uint8(mean * 2 - 1)})
-        print(f"{name:8s} NFE {rec['nfe']:4d}  sample PSNR {rec['sample']['psnr']:.2f} SSIM {rec['sample']['ssim']:.3f}"
-              f"  mean PSNR {rec['mean']['psnr']:.2f} SSIM {rec['mean']['ssim']:.3f}"
-              f"  {rec['seconds_per_image']:.2f} s/image")
-    images.save_labelled_rows(out / "grid.png", [(n, x * 2 - 1) for n, x in rows], ncols=min(f.num, 16))
-    images.save_npz(out / "restore.npz", data.to_uint8(clean * 2 - 1), **arrays,
-                    degraded=data.to_uint8(images.display_size(obs.y, clean.shape) * 2 - 1))
-    files.write_text(out / "metrics.json", json.dumps({"degradation": kind, "level": level, "checkpoint_step": step,
-                                                        "methods": records}, indent=1))
+    with files.exclusive(out, remove_if_unused=True):   # one writer per output folder
+        rows, records, arrays = [("clean", clean), ("degraded", images.display_size(obs.y, clean.shape))], [], {}
+        for name in names:
+            rec, sample, mean, std = run_method(name, eps_fn, s, jax.random.fold_in(key, 1), obs, clean, f.posterior_samples)
+            records.append(rec)
+            rows += [(f"{name} sample", sample), (f"{name} mean of {f.posterior_samples}", mean),
+                     (f"{name} std x4", np.clip(4 * std, 0, 1))]
+            arrays.update({f"{name}_sample": data.to_uint8(sample * 2 - 1), f"{name}_mean": data.to_uint8(mean * 2 - 1)})
+            print(f"{name:8s} NFE {rec['nfe']:4d}  sample PSNR {rec['sample']['psnr']:.2f} SSIM {rec['sample']['ssim']:.3f}"
+                  f"  mean PSNR {rec['mean']['psnr']:.2f} SSIM {rec['mean']['ssim']:.3f}"
+                  f"  {rec['seconds_per_image']:.2f} s/image")
+        images.save_labelled_rows(out / "grid.png", [(n, x * 2 - 1) for n, x in rows], ncols=min(f.num, 16))
+        images.save_npz(out / "restore.npz", data.to_uint8(clean * 2 - 1), **arrays,
+                        degraded=data.to_uint8(images.display_size(obs.y, clean.shape) * 2 - 1))
+        files.write_text(out / "metrics.json", json.dumps({"degradation": kind, "level": level, "checkpoint_step": step,
+                                                            "methods": records}, indent=1))
     print(f"-> {out}")
 
 

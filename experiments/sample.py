@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from diffjax import data, generate, images, processes, samplers, train
+from diffjax import data, files, generate, images, processes, samplers, train
 from experiments import cli
 
 flags.DEFINE_string("run", None, "run directory written by experiments.train_ddpm", required=True)
@@ -46,24 +46,26 @@ def main(argv):
     p = processes.make(cfg)
     calls = samplers.nfe(sampler, f.steps, p.num_timesteps)
     steps = calls if sampler in ("ddpm", "ihdm") else f.steps
-    eta = f.eta if sampler in ("ddim", "ihdm") else None
-    name = cli.output_name(sampler=sampler, steps=steps, eta=eta, seed=f.seed, label=f.label,
+    eta = processes.sampling_eta(cfg, f.eta)   # an IHDM run's own sampling noise delta
+    name = cli.output_name(sampler=sampler, steps=steps, eta=eta if sampler in ("ddim", "ihdm") else None,
+                           seed=f.seed, label=f.label,
                            w=f.guidance if cfg.model.num_classes else None)
     out = Path(f.out or Path(f.run) / "samples") / f"{name}.npz"
     shape = (cfg.data.image_size, cfg.data.image_size, cfg.data.channels)
-    tic = time.perf_counter()
-    result = generate.sample(graphdef, params, p, jax.random.PRNGKey(f.seed), f.num, shape, sampler=sampler,
-                             steps=f.steps, eta=processes.sampling_eta(cfg, f.eta), batch_size=f.batch_size,
-                             prediction=processes.prediction(cfg), num_frames=f.trajectory, progress=True,
-                             prior=prior, variance=f.variance, labels=labels, guidance=f.guidance)
-    x, frames = result if f.trajectory else (result, None)
-    seconds = time.perf_counter() - tic
-    images.save_npz(out, data.to_uint8(x))
-    images.save_grid(out.with_suffix(".png"), x, ncols=ncols)
-    if f.trajectory:
-        rows = min(f.num, 8)  # [rows, frames] strip: noise on the left, the sample on the right
-        strip = np.swapaxes(frames[:, :rows], 0, 1).reshape(-1, *shape)
-        images.save_grid(out.with_name(out.stem + "_trajectory.png"), strip, ncols=f.trajectory)
+    with files.exclusive(out.parent, remove_if_unused=True):   # one writer per output folder
+        tic = time.perf_counter()
+        result = generate.sample(graphdef, params, p, jax.random.PRNGKey(f.seed), f.num, shape, sampler=sampler,
+                                 steps=f.steps, eta=eta, batch_size=f.batch_size,
+                                 prediction=processes.prediction(cfg), num_frames=f.trajectory, progress=True,
+                                 prior=prior, variance=f.variance, labels=labels, guidance=f.guidance)
+        x, frames = result if f.trajectory else (result, None)
+        seconds = time.perf_counter() - tic
+        images.save_npz(out, data.to_uint8(x))
+        images.save_grid(out.with_suffix(".png"), x, ncols=ncols)
+        if f.trajectory:
+            rows = min(f.num, 8)  # [rows, frames] strip: noise on the left, the sample on the right
+            strip = np.swapaxes(frames[:, :rows], 0, 1).reshape(-1, *shape)
+            images.save_grid(out.with_name(out.stem + "_trajectory.png"), strip, ncols=f.trajectory)
     print(f"{f.num} images from step {step} with {sampler} ({steps} steps, {calls} network calls) in {seconds:.1f}s "
           f"({f.num / seconds:.1f} images/s) -> {out}")
 

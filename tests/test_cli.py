@@ -11,6 +11,8 @@ import jax
 import numpy as np
 import pytest
 
+from experiments.configs import tiny
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "experiments" / "configs" / "tiny.py")
 
@@ -84,7 +86,8 @@ def test_heat_process_trains_and_samples_from_its_run_directory_alone(heat_runs,
     shutil.copytree(heat_runs[process], workdir)
     assert (workdir / "prior.npz").exists() == (process == "ihdm")
     p = run("experiments.sample", f"--run={workdir}", "--num=8", "--steps=5", "--trajectory=4")
-    name = {"ihdm": "ihdm_20", "blurring": "blurring_5"}[process]
+    delta = tiny.get_config("ihdm").diffusion.sample_noise   # the run's own sampling noise
+    name = {"ihdm": f"ihdm_20steps_eta{delta:g}_seed0", "blurring": "blurring_5steps_seed0"}[process]
     images = np.load(workdir / "samples" / f"{name}.npz")["images"]
     assert images.shape == (8, 28, 28, 1) and f"with {process}" in p.stdout
     assert (workdir / "samples" / f"{name}_trajectory.png").exists()
@@ -93,7 +96,7 @@ def test_heat_process_trains_and_samples_from_its_run_directory_alone(heat_runs,
     if process == "ihdm":   # the prior is verified, never trusted
         (workdir / "prior.npz").write_bytes(b"garbage")
         assert_one_line_error(run("experiments.sample", f"--run={workdir}", expect_ok=False),
-                              "prior.npz is missing or unreadable")
+                              "prior.npz is damaged")
 
 
 def test_compare_filters_with_ihdm_deblurring_and_restore_with_a_heat_run(heat_runs, tmp_path):

@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from diffjax.images import load_folder
-from experiments.compare_filters import best_table, versus_table
+from diffjax.compare import best_table, versus_table
 
 
 def test_folder_of_rgb_and_grayscale_pngs(tmp_path):
