@@ -1,5 +1,6 @@
 """Images from a trained UNet: the model's eps_fn handed to a sampler, in device-sharded batches."""
 
+import contextlib
 import functools
 
 import jax
@@ -51,6 +52,22 @@ def class_labels(classes: int, label: int | None, guidance: float, num: int):
         return np.full(num, label), None
     per_class = -(-num // classes)
     return np.repeat(np.arange(classes), per_class)[:num], per_class
+
+
+@contextlib.contextmanager
+def step_progress(desc: str, enabled: bool = True):
+    """A progress bar over the steps of each sampler call made inside the block (a new call starts it again)."""
+    if not enabled:
+        yield
+        return
+    with tqdm(desc=desc, unit="step", dynamic_ncols=True) as bar:
+        def on_step(i, n):
+            if bar.total != n or i + 1 < bar.n:
+                bar.reset(total=n)
+            bar.update(i + 1 - bar.n)
+
+        with samplers.reporting(on_step):
+            yield
 
 
 def sample(graphdef, params, s, key, num: int, image_shape, *, mesh=None, sampler: str = "ddim",

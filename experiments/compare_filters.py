@@ -1,11 +1,12 @@
 """Classical restorers against every degradation: python -m experiments.compare_filters.
 
-Each method's parameters are tuned by grid search (best mean PSNR) on validation images from
-the train split, separately for each degradation and level, then scored on the test images.
-Writes into --out (default checkpoints/compare/<runs compared>_n<num>_seed<seed>): results.json, table.md (best method per degradation), psnr_vs_level.png,
-ssim_vs_level.png, psnr_vs_edginess.png and examples/<degradation>_<level>.png. `--run RUN` adds the
-conditioned samplers of a trained diffusion model (versus.md); `--pde_run DIR` adds the trained learned-diffusion
-restorers of `experiments.train_pde` (learned.md: against tuned Perona-Malik and the best classical method).
+Each method's parameters are tuned by grid search (best mean PSNR) on validation images from the train split,
+separately for each degradation and level, then scored on the test images (`diffjax.compare`). Writes into --out
+(default checkpoints/compare/<runs compared>_n<num>_seed<seed>): results.json, table.md (best method per
+degradation), psnr_vs_level.png, ssim_vs_level.png, psnr_vs_edginess.png and examples/<degradation>_<level>.png.
+`--run RUN` adds the conditioned samplers of a trained diffusion model (versus.md); `--pde_run DIR` adds the
+trained learned-diffusion restorers of `experiments.train_pde` (learned.md: against tuned Perona-Malik and the
+best classical method).
 """
 
 import json

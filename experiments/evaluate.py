@@ -5,8 +5,8 @@ project's digit classifier (`diffjax.digit_score`, trained on the train split at
 with the floors that say what the number means. RGB runs (CIFAR-10) are scored by FID against the test
 split, in the features of Inception-v3 read from the local file --inception (`diffjax.inception`), with the
 FID of as many real train images as the floor. Adds the result to RUN/eval.json under
-"<sampler>_<steps>steps[_eta<eta>]_n<num>_seed<seed>" (with NFE, seconds, images/s, the checkpoint step). Also writes the
-samples' grid next to it, RUN/eval/<key>.png.
+"<sampler>_<steps>steps[_eta<eta>]_n<num>_seed<seed>" (with NFE, seconds, images/s, the checkpoint step). Also
+writes the samples' grid next to it, RUN/eval/<key>.png.
 """
 
 from pathlib import Path

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from diffjax import data, degrade, files, images, restore
+from diffjax import data, degrade, files, generate, images, restore
 from experiments import cli
 from diffjax.compare import model_eps_fn, run_method
 
@@ -59,22 +59,25 @@ def main(argv):
     eps_fn, s, step, process = model_eps_fn(f.run, clean.shape[1:])
     names = f.methods or [n for n, m in restore.METHODS.items() if kind in m.applies_to and m.process == process]
     if not names:
-        raise ValueError(f"no method restores {kind!r} with a {process} run; the {process} methods restore "
-                         f"{sorted({k for m in restore.METHODS.values() if m.process == process for k in m.applies_to})}")
+        kinds = sorted({k for m in restore.METHODS.values() if m.process == process for k in m.applies_to})
+        raise ValueError(f"no method restores {kind!r} with a {process} run; the {process} methods restore {kinds}")
     out = Path(f.out or Path(f.run) / "restore" / cli.output_name(kind=kind, level=level, seed=f.seed))
     key = jax.random.PRNGKey(f.seed)
     obs = degrade.degrade(kind, level, jax.random.fold_in(key, 0), clean)
     with files.exclusive(out, remove_if_unused=True):   # one writer per output folder
         rows, records, arrays = [("clean", clean), ("degraded", images.display_size(obs.y, clean.shape))], [], {}
         for name in names:
-            rec, sample, mean, std = run_method(name, eps_fn, s, jax.random.fold_in(key, 1), obs, clean, f.posterior_samples)
+            with generate.step_progress(f"{name}: {f.posterior_samples} draws of {len(clean)} images"):
+                rec, sample, mean, std = run_method(name, eps_fn, s, jax.random.fold_in(key, 1), obs, clean,
+                                                    f.posterior_samples)
             records.append(rec)
             rows += [(f"{name} sample", sample), (f"{name} mean of {f.posterior_samples}", mean),
                      (f"{name} std x4", np.clip(4 * std, 0, 1))]
-            arrays.update({f"{name}_sample": data.to_uint8(sample * 2 - 1), f"{name}_mean": data.to_uint8(mean * 2 - 1)})
-            print(f"{name:8s} NFE {rec['nfe']:4d}  sample PSNR {rec['sample']['psnr']:.2f} SSIM {rec['sample']['ssim']:.3f}"
-                  f"  mean PSNR {rec['mean']['psnr']:.2f} SSIM {rec['mean']['ssim']:.3f}"
-                  f"  {rec['seconds_per_image']:.2f} s/image")
+            arrays.update({f"{name}_sample": data.to_uint8(sample * 2 - 1),
+                           f"{name}_mean": data.to_uint8(mean * 2 - 1)})
+            print(f"{name:8s} NFE {rec['nfe']:4d}  sample PSNR {rec['sample']['psnr']:.2f} "
+                  f"SSIM {rec['sample']['ssim']:.3f}  mean PSNR {rec['mean']['psnr']:.2f} "
+                  f"SSIM {rec['mean']['ssim']:.3f}  {rec['seconds_per_image']:.2f} s/image")
         images.save_labelled_rows(out / "grid.png", [(n, x * 2 - 1) for n, x in rows], ncols=min(f.num, 16))
         images.save_npz(out / "restore.npz", data.to_uint8(clean * 2 - 1), **arrays,
                         degraded=data.to_uint8(images.display_size(obs.y, clean.shape) * 2 - 1))

@@ -155,7 +155,7 @@ def test_a_failing_disk_write_keeps_the_previous_step_and_says_so(run_dir, tmp_p
 
     monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk)
     mngr = checkpoint.manager(workdir)
-    with pytest.raises(checkpoint.CheckpointError, match="step 6 failed.*step 4 is intact"):
+    with pytest.raises(checkpoint.CheckpointError, match="step 6 to .* failed.*step 4 is intact.*free disk space"):
         checkpoint.save(mngr, 6, state)
     mngr.close()
     monkeypatch.undo()

@@ -161,12 +161,14 @@ def test_evaluate_scores_samples_into_eval_json_and_training_logs_the_score(trai
             f"--cache_dir={digit_cache}")
     run("experiments.evaluate", f"--run={workdir}", "--sampler=heun", "--steps=2", "--num=16",
         f"--cache_dir={digit_cache}")
-    results = json.loads((workdir / "eval.json").read_text())
-    assert sorted(results) == ["dpmpp_2m_3_n16_seed0", "heun_2_n16_seed0"]
-    r = results["dpmpp_2m_3_n16_seed0"]
-    assert r["nfe"] == 3 and results["heun_2_n16_seed0"]["nfe"] == 3 and r["num"] == 16
+    run("experiments.evaluate", f"--run={workdir}", "--sampler=ddim", "--steps=3", "--eta=1", "--num=16",
+        f"--cache_dir={digit_cache}")
+    results = json.loads((workdir / "eval.json").read_text())   # the key says what made each: none overwritten
+    assert sorted(results) == ["ddim_3steps_eta1_n16_seed0", "dpmpp_2m_3steps_n16_seed0", "heun_2steps_n16_seed0"]
+    r = results["dpmpp_2m_3steps_n16_seed0"]
+    assert r["nfe"] == 3 and results["heun_2steps_n16_seed0"]["nfe"] == 3 and r["num"] == 16
     assert r["fd"] > r["fd_train_vs_test"] > 0 and r["classifier_test_accuracy"] >= 0.95  # a 4-step model
-    assert "FD" in p.stdout and (workdir / "eval" / "dpmpp_2m_3_n16_seed0.png").exists()
+    assert "FD" in p.stdout and (workdir / "eval" / "dpmpp_2m_3steps_n16_seed0.png").exists()
     scored = tmp_path / "scored"
     run("experiments.train_ddpm", f"--config={TINY}", f"--out={scored}", "--noprogress",
         "--config.train.eval_every=2", "--config.train.eval_num=16", DIFFJAX_CACHE=str(digit_cache))

@@ -54,6 +54,8 @@ def _rel(a, b):
     (9, 4, 8, 3, 1, "VALID")])
 @pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
 def test_forward_and_both_gradients_match_xla(size, c_in, c_out, k, stride, padding, dtype, tol):
+    if jnp.dtype(dtype) not in conv.onednn_dtypes():
+        pytest.skip("oneDNN has no bfloat16 convolutions on this CPU (no AVX-512): XLA's run")
     kx, kw, kg = jax.random.split(jax.random.PRNGKey(size * c_in + k), 3)
     x = jax.random.normal(kx, (3, size, size, c_in))
     w = jax.random.normal(kw, (k, k, c_in, c_out)) / np.sqrt(k * k * c_in)
@@ -99,6 +101,17 @@ def test_winograd_forward_and_both_gradients_match_float64(n, h, w, c_in, c_out,
     dx_ref = _conv_f64(gd, kd[::-1, ::-1].transpose(0, 1, 3, 2))
     for got, want in ((y, _conv_f64(xd, kd)), (dx, dx_ref), (dk, dk_ref)):
         assert _rel(got, want) < 5e-5
+
+
+def test_a_bfloat16_conv_layer_runs_by_onednn_only_where_the_cpu_has_avx512(monkeypatch):
+    flags = conv._cpu_flags().split()
+    assert (jnp.dtype(jnp.bfloat16) in conv.onednn_dtypes()) == ("avx512bw" in flags and "avx512f" in flags)
+    monkeypatch.setattr(conv, "use_onednn", lambda: True)
+    layer = conv.Conv(8, 8, (3, 3), dtype=jnp.bfloat16, param_dtype=jnp.float32, rngs=nnx.Rngs(0))
+    x = jnp.ones((1, 6, 6, 8), jnp.bfloat16)
+    hlo = jax.jit(lambda x: nnx.merge(*nnx.split(layer))(x)).lower(x).as_text()
+    assert (conv._TARGET in hlo) == (jnp.dtype(jnp.bfloat16) in conv.onednn_dtypes())
+    assert np.isfinite(np.asarray(nnx.merge(*nnx.split(layer))(x), np.float32)).all()
 
 
 def test_winograd_takes_3x3_float32_convolutions_of_32_channels_or_more_only(monkeypatch):

@@ -1,5 +1,7 @@
 import json
+import os
 import shutil
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from diffjax import checkpoint, data, parallel, processes, train
+from diffjax import checkpoint, data, parallel, preemption, processes, train
 from experiments.configs import tiny
 
 
@@ -137,25 +139,31 @@ def test_a_run_that_died_before_its_first_checkpoint_starts_again_on_its_directo
     assert [json.loads(ln)["step"] for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
 
 
-@pytest.mark.parametrize("log_every, saved", [(1, 4), (100, 5)])
-def test_ctrl_c_saves_a_checkpoint_before_exiting(tiny_cfg, tmp_path, monkeypatch, log_every, saved):
-    """Ctrl-C at the 4th finished step saves the newest state: step 4 when every step syncs (log_every 1),
-    step 5 otherwise (the loop keeps one step queued while it waits for the one before)."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("log_every", [1, 100])
+def test_a_signal_saves_a_checkpoint_before_exiting(tiny_cfg, tmp_path, monkeypatch, log_every, signum):
+    """Ctrl-C (SIGINT) or SIGTERM as the 4th step finishes: the loop sees it after its next step and saves that
+    one, step 5, whether every step syncs (log_every 1) or not. The handlers are the caller's again afterwards."""
+    saved = 5
     tiny_cfg.train.update(steps=6, ckpt_every=100, sample_every=1000, log_every=log_every)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
-    class InterruptAt4(train.tqdm):
+    class SignalAt4(train.tqdm):
         calls = 0
 
         def update(self, n=1):   # called once per finished step (a disabled bar keeps no count itself)
             super().update(n)
-            InterruptAt4.calls += n
-            if InterruptAt4.calls == 4:
-                raise KeyboardInterrupt
+            SignalAt4.calls += n
+            if SignalAt4.calls == 4:
+                os.kill(os.getpid(), signum)
 
-    monkeypatch.setattr(train, "tqdm", InterruptAt4)
-    with pytest.raises(KeyboardInterrupt, match=f"step {saved} saved"):
+    monkeypatch.setattr(train, "tqdm", SignalAt4)
+    with pytest.raises(preemption.Interrupted, match=f"{signal.Signals(signum).name}: checkpoint of step {saved} "
+                                                     f"saved") as e:
         train.run(tiny_cfg, tmp_path, progress=False)
+    assert e.value.signum == signum
     assert int(_params(tmp_path, tiny_cfg)["step"]) == saved
+    assert {s: signal.getsignal(s) for s in before} == before
 
 
 def test_run_directory_with_other_model_is_refused(tiny_cfg, tmp_path):

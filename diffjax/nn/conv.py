@@ -37,7 +37,6 @@ from flax import nnx
 _SOURCE = Path(__file__).with_name("onednn_conv.cc")
 _TARGET = "diffjax_onednn_conv"
 _FORWARD, _DATA_GRAD, _WEIGHT_GRAD, _WINOGRAD, _WINOGRAD_WEIGHT_GRAD = 0, 1, 2, 3, 4
-_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
 
 
 def _cache_dir() -> Path:
@@ -60,6 +59,15 @@ def _cpu_flags() -> str:
                     platform.processor())
     except OSError:
         return platform.processor()
+
+
+@functools.cache
+def onednn_dtypes() -> tuple:
+    """The dtypes oneDNN convolves here: float32, and bfloat16 where the CPU has AVX-512 (oneDNN's bfloat16
+    convolutions need avx512_core; on AVX2 CPUs it has none, and XLA's run)."""
+    flags = _cpu_flags().split()
+    bf16 = all(f in flags for f in ("avx512f", "avx512bw", "avx512vl", "avx512dq"))
+    return (jnp.dtype(jnp.float32),) + ((jnp.dtype(jnp.bfloat16),) if bf16 else ())
 
 
 def build_library() -> Path:
@@ -208,7 +216,7 @@ def onednn_args(conv: nnx.Conv, x) -> tuple[int, tuple[int, int]] | None:
 
 class Conv(nnx.Conv):
     """nnx.Conv (same parameters, initialisation and results to float rounding) computed by oneDNN where
-    `use_onednn()` holds and the convolution is a plain 2-D one in float32 or bfloat16; by XLA otherwise."""
+    `use_onednn()` holds and the convolution is a plain 2-D one in a dtype of `onednn_dtypes()`; by XLA otherwise."""
 
     def __call__(self, inputs):
         args = onednn_args(self, inputs) if use_onednn() else None
@@ -216,7 +224,7 @@ class Conv(nnx.Conv):
             return super().__call__(inputs)
         x, kernel, bias = self.promote_dtype((inputs, self.kernel[...], self.bias[...] if self.bias is not None
                                               else None), dtype=self.dtype)
-        if x.dtype not in _DTYPES or kernel.dtype != x.dtype:
+        if x.dtype not in onednn_dtypes() or kernel.dtype != x.dtype:
             return super().__call__(inputs)
         y = conv2d(x, kernel, *args)
         return y + bias if bias is not None else y
