@@ -223,9 +223,7 @@ def _nl_means(img, h):
 
 def _bm3d(img, sigma):
     """BM3D (Dabov et al. 2007) with the exact group variances of Makinen et al. 2020 computed on a 16 x 16 noise
-    PSD (nf) rather than the library's 32 x 32, which is larger than a 28 x 28 digit: on 48 validation digits nf 16
-    scored 0.04-0.15 dB higher at Gaussian noise 0.1-0.5, -0.02 to +0.06 dB behind the Anscombe transform at
-    Poisson peaks 3-30, and ran 3.7x faster (50 against 195 ms per digit)."""
+    PSD (nf) rather than the library's 32 x 32, which is larger than a 28 x 28 digit (docs/performance.md)."""
     import bm3d
     profile = bm3d.BM3DProfile()
     profile.num_threads = 1   # one image per thread of `_per_image`'s pool

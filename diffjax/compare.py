@@ -11,12 +11,15 @@ import json
 import time
 import zlib
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
 
-from diffjax import classical, degrade, files, generate, learned_pde, metrics, processes, restore, train, tuning
+from tqdm.auto import tqdm
+
+from diffjax import (classical, degrade, files, generate, images, learned_pde, metrics, processes, restore, train,
+                     tuning)
 
 
 class Model(NamedTuple):
@@ -263,3 +266,71 @@ def plot_psnr_vs_edginess(results, edginess, path) -> None:
         ax.set(title=f"{kind} {first}", xlabel="edginess of the clean image", ylabel="PSNR (dB)")
 
     _panels(results, path, draw)
+
+
+class Task(NamedTuple):
+    """One row group of the comparison: a method at one degradation and level. `run(val, test, key)` returns
+    (result rows, restored test images, the test observation); `label` names its row in the example grids."""
+
+    kind: str
+    level: float
+    label: str
+    run: Callable
+
+
+def _levels(kinds):
+    return [(k, lv) for k in kinds for lv in degrade.DEFAULT_LEVELS[k]]
+
+
+def classical_tasks(kinds, methods) -> list[Task]:
+    """Every classical method at every level of the kinds it applies to."""
+    return [Task(k, lv, m.name, lambda val, test, key, k=k, lv=lv, m=m: _one(evaluate(k, lv, m, val, test, key)))
+            for k, lv in _levels(kinds) for m in methods if k in m.applies_to]
+
+
+def diffusion_tasks(kinds, models: dict, posterior_samples: int, steps: int) -> list[Task]:
+    """Every conditioned sampler of `models` (name -> Model) at every level it restores."""
+    return [Task(k, lv, f"{name} (sample)", lambda val, test, key, k=k, lv=lv, name=name, m=m: evaluate_diffusion(
+                k, lv, name, val, test, key, m.eps_fn, m.s, posterior_samples, steps))
+            for k, lv in _levels(kinds) for name, m in models.items() if k in restore.METHODS[name].applies_to]
+
+
+def learned_tasks(kinds, root) -> list[Task]:
+    """Every trained learned-diffusion run under `root`, at the level it was trained for."""
+    return [Task(k, lv, name, lambda val, test, key, k=k, lv=lv, name=name, path=path: _one(
+                evaluate_learned(k, lv, name, path, val, test, key)))
+            for name, kind, level, path in learned_runs(root) for k, lv in _levels(kinds)
+            if (kind, level) == (k, float(lv))]
+
+
+def _one(result):
+    row, x_hat, obs = result
+    return [row], x_hat, obs
+
+
+def run(tasks: list[Task], val, test, seed: int, out, progress: bool = True) -> str:
+    """Runs every task on its own key (`task_key`), writes results.json, table.md (and versus.md where diffusion
+    rows are, learned.md where learned ones are), the plots and example grids into `out`; returns the tables."""
+    out = Path(out)
+    results, examples = [], {}
+    for task in tqdm(tasks, desc="methods x levels", unit="level", disable=not progress, dynamic_ncols=True):
+        rows, x_hat, obs = task.run(val, test, task_key(seed, task.kind, task.level))
+        results += rows
+        grid = examples.setdefault((task.kind, task.level), [("clean", test[:8]),
+                                                             ("degraded", images.display_size(obs.y, test.shape))])
+        if task.label != "degraded":     # the identity "method" is the degraded row already
+            grid.append((task.label, x_hat[:8]))
+    for (kind, level), grid in examples.items():
+        images.save_labelled_rows(out / "examples" / f"{kind}_{level}.png", [(n, x * 2 - 1) for n, x in grid])
+    files.write_text(out / "results.json", json.dumps(results, indent=1))
+    tables = {"table.md": best_table(results)}
+    if any("nfe" in r for r in results):
+        tables["versus.md"] = versus_table(results)
+    if any(r.get("learned") for r in results):
+        tables["learned.md"] = learned_table(results)
+    for name, text in tables.items():
+        files.write_text(out / name, text)
+    plot_vs_level(results, "psnr", out / "psnr_vs_level.png")
+    plot_vs_level(results, "ssim", out / "ssim_vs_level.png")
+    plot_psnr_vs_edginess(results, np.asarray(metrics.edginess(test)), out / "psnr_vs_edginess.png")
+    return "\n".join(tables.values())

@@ -34,12 +34,6 @@ def q_sample(s: Schedule, x0: jnp.ndarray, t: jnp.ndarray, eps: jnp.ndarray) -> 
     return a * x0 + b * eps
 
 
-def q_mean_variance(s: Schedule, x0: jnp.ndarray, t: jnp.ndarray):
-    """Mean [B, ...] and variance [B, 1, ...] of q(x_t | x_0)."""
-    a, b = _coeffs(s, t, x0.ndim)
-    return a * x0, b**2
-
-
 def alphas_cumprod_prev(s: Schedule) -> jnp.ndarray:
     """alpha_bar_{t-1} for every t, with alpha_bar_{-1} = 1. [T]."""
     return jnp.concatenate([jnp.ones((1,), s.alphas_cumprod.dtype), s.alphas_cumprod[:-1]])

@@ -21,7 +21,7 @@ PRIOR_FILE = "prior.npz"
 
 
 def name(cfg) -> str:
-    """The run's process; run directories written before processes existed are Gaussian."""
+    """The run's process: `diffusion.process`, "gaussian" where the config leaves it unset."""
     return cfg.diffusion.get("process", "gaussian")
 
 

@@ -193,8 +193,7 @@ def _ddnm(eps_fn, s, key, obs, shape, steps: int = 50, eta: float = 0.85, floor:
           noise_scale: float = 1.0):
     """`noise_scale` k multiplies the observation noise std sigma_y that DDNM+ assumes. DDNM+ treats the noise
     its range-space step pulls in from y as fresh at every step, but y's noise is one fixed draw, so it adds up
-    coherently along the chain; k > 1 lowers every lam_t and undoes that. Deblurring at std 1 (noise 0.01),
-    200 test digits, mean of 8: k = 1 30.73 dB, k = 2 31.74, k = 4 30.00 (TV deconvolution 31.16)."""
+    coherently along the chain; k > 1 lowers every lam_t and undoes that (tuned per level; docs/results.md)."""
     dec = decompose(obs, shape)
     if obs.kind == "poisson":
         model, param = "poisson", float(obs.level) / noise_scale**2   # sigma_y = 2 sqrt(x / peak) scaled by k

@@ -42,9 +42,6 @@ class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or inf."""
 
 
-make_schedule = processes.noise_schedule  # the run's noise schedule (Gaussian and blurring processes)
-
-
 def make_model(cfg, key) -> UNet:
     """The config's UNet initialised from `key` (key=None: the abstract UNet, shapes only)."""
     m = cfg.model

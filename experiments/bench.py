@@ -90,7 +90,7 @@ def measure(cfg, steps: int, sample_batch: int, sample_steps: int) -> dict:
     import jax
     import numpy as np
 
-    from diffjax import generate, parallel, train
+    from diffjax import generate, parallel, processes, train
     from diffjax.nn import conv
 
     mesh = parallel.make_mesh()
@@ -114,7 +114,7 @@ def measure(cfg, steps: int, sample_batch: int, sample_steps: int) -> dict:
 
     one_step()
     step_s = _best_time(one_step, steps)
-    sample = lambda: generate.sample(graphdef, state.ema_params, train.make_schedule(cfg),  # noqa: E731
+    sample = lambda: generate.sample(graphdef, state.ema_params, processes.noise_schedule(cfg),  # noqa: E731
                                      jax.random.PRNGKey(0), sample_batch, shape, mesh=mesh, steps=sample_steps,
                                      batch_size=sample_batch)
     sample()

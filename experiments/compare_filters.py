@@ -9,16 +9,12 @@ trained learned-diffusion restorers of `experiments.train_pde` (learned.md: agai
 best classical method).
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
 from absl import flags
-from tqdm.auto import tqdm
 
-from diffjax import classical, data, degrade, files, images, metrics, restore
-from diffjax.compare import (best_table, evaluate, evaluate_diffusion, evaluate_learned, learned_runs, learned_table,
-                             model_eps_fn, plot_psnr_vs_edginess, plot_vs_level, task_key, versus_table)
+from diffjax import classical, compare, data, degrade, files, images, restore
 from experiments import cli
 
 flags.DEFINE_string("dataset", "mnist_sample", "mnist_sample (test split), or any dataset of diffjax.data")
@@ -60,70 +56,28 @@ def main(argv):
         if kind not in degrade.DEFAULT_LEVELS:
             raise ValueError(f"unknown degradation {kind!r}; choose from {sorted(degrade.DEFAULT_LEVELS)}")
     methods = [classical.get(name) for name in f.methods]
-    val, test = load_images(f)
-    degrade.check_images(val), degrade.check_images(test)
-    sources = [Path(r).name for r in (f.run, f.heat_run, f.pde_run) if r] or ["classical"]
-    workdir = Path(f.out or Path("checkpoints") / "compare" / "_".join([*sources, f"n{f.num}", f"seed{f.seed}"]))
-    tasks = [(k, lv, m) for k in f.degradations for lv in degrade.DEFAULT_LEVELS[k] for m in methods
-             if k in m.applies_to]
     gaussian_methods = [n for n, m in restore.METHODS.items() if m.process == "gaussian"]
     wanted = gaussian_methods if f.diffusion_methods == ["all"] else f.diffusion_methods
-    for name in wanted:
-        if restore.get(name).process != "gaussian":
-            raise ValueError(f"--diffusion_methods: {name!r} is not a method of a gaussian run; choose from "
-                             f"{gaussian_methods}")
+    if any(restore.get(name).process != "gaussian" for name in wanted):
+        raise ValueError(f"--diffusion_methods {wanted}: choose from {gaussian_methods} (methods of a gaussian run)")
+    val, test = load_images(f)
+    degrade.check_images(val), degrade.check_images(test)
     models = {}
-    for run_dir, process, names in ((f.run, "gaussian", wanted), (f.heat_run, "ihdm", ["ihdm"])):
+    for run_dir, flag, process, names in ((f.run, "run", "gaussian", wanted),
+                                          (f.heat_run, "heat_run", "ihdm", ["ihdm"])):
         if run_dir:
-            model = model_eps_fn(run_dir, test.shape[1:])
+            model = compare.model_eps_fn(run_dir, test.shape[1:])
             if model.process != process:
-                raise ValueError(f"--{'run' if process == 'gaussian' else 'heat_run'}={run_dir} is a "
-                                 f"{model.process} run, not a {process} one")
+                raise ValueError(f"--{flag}={run_dir} is a {model.process} run, not a {process} one")
             models.update({name: model for name in names})
-    tasks += [(k, lv, name) for k in f.degradations for lv in degrade.DEFAULT_LEVELS[k]
-              for name in models if k in restore.METHODS[name].applies_to]
-    if f.pde_run:
-        tasks += [(k, lv, run) for run in learned_runs(f.pde_run) for k in f.degradations
-                  for lv in degrade.DEFAULT_LEVELS[k] if (run[1], run[2]) == (k, float(lv))]
-    results, examples = [], {}
-    for kind, level, method in tqdm(tasks, desc="methods x degradations"):
-        if isinstance(method, tuple):
-            r, x_hat, obs = evaluate_learned(kind, level, method[0], method[3], val, test,
-                                             task_key(f.seed, kind, level))
-            results.append(r)
-            label = method[0]
-        elif isinstance(method, str):
-            rs, x_hat, obs = evaluate_diffusion(kind, level, method, val, test, task_key(f.seed, kind, level),
-                                                models[method].eps_fn, models[method].s, f.posterior_samples,
-                                                f.steps)
-            results += rs
-            label = f"{method} (sample)"
-        else:
-            r, x_hat, obs = evaluate(kind, level, method, val, test, task_key(f.seed, kind, level))
-            results.append(r)
-            label = method.name
-        rows = examples.setdefault((kind, level), [("clean", test[:8]),
-                                                   ("degraded", images.display_size(obs.y, test.shape))])
-        if label != "degraded":     # the identity "method" is the degraded row already
-            rows.append((label, x_hat[:8]))
-    for (kind, level), rows in examples.items():
-        images.save_labelled_rows(workdir / "examples" / f"{kind}_{level}.png", [(n, x * 2 - 1) for n, x in rows])
-    files.write_text(workdir / "results.json", json.dumps(results, indent=1))
-    table = best_table(results)
-    files.write_text(workdir / "table.md", table)
-    if models:
-        versus = versus_table(results)
-        files.write_text(workdir / "versus.md", versus)
-        table += "\n" + versus
-    if f.pde_run:
-        learned = learned_table(results)
-        files.write_text(workdir / "learned.md", learned)
-        table += "\n" + learned
-    plot_vs_level(results, "psnr", workdir / "psnr_vs_level.png")
-    plot_vs_level(results, "ssim", workdir / "ssim_vs_level.png")
-    plot_psnr_vs_edginess(results, np.asarray(metrics.edginess(test)), workdir / "psnr_vs_edginess.png")
-    print(table)
-    print(f"-> {workdir}")
+    tasks = compare.classical_tasks(f.degradations, methods) + \
+        compare.diffusion_tasks(f.degradations, models, f.posterior_samples, f.steps) + \
+        (compare.learned_tasks(f.degradations, f.pde_run) if f.pde_run else [])
+    sources = [Path(r).name for r in (f.run, f.heat_run, f.pde_run) if r] or ["classical"]
+    out = Path(f.out or Path("checkpoints") / "compare" / "_".join([*sources, f"n{f.num}", f"seed{f.seed}"]))
+    with files.exclusive(out, remove_if_unused=True):
+        print(compare.run(tasks, val, test, f.seed, out))
+    print(f"-> {out}")
 
 
 def console_main():

@@ -85,7 +85,10 @@ def test_ddnm_super_resolution_samples_the_exact_posterior():
     assert abs(m) < 0.1 and abs(v - 1) < 0.1, (m, v)
 
 
-def test_ddnm_deblurring_samples_the_exact_posterior():
+def test_ddnm_deblurring_has_the_exact_mean_and_the_exact_spread_where_the_blur_keeps_the_signal():
+    """DDNM+ corrects frequency k with the observation while sigma_t > a_t sigma_y / lam_k, so it samples the
+    exact posterior at the frequencies the blur keeps (lam_k near 1), and at the weakly observed ones keeps part
+    of the prior's spread: never less than the posterior's variance there, never more than the prior's."""
     x = _clean(jax.random.PRNGKey(9))
     obs = degrade.degrade("blur", 1.0, jax.random.PRNGKey(10), x)
     lam = spectral.blur_eigenvalues(1.0, H, H)[None, :, :, None]
@@ -95,23 +98,28 @@ def test_ddnm_deblurring_samples_the_exact_posterior():
     post_var = V * s2 / (V * lam**2 + s2)
     post_mean = (V * lam * y_hat + s2 * prior_mean) / (V * lam**2 + s2)
     x_hat = restore.restore("ddnm", exact_eps, S, jax.random.PRNGKey(11), _repeat(obs), steps=STEPS, eta=1.0)
-    m, v = _check_posterior(x_hat, post_mean, post_var, heat.dct)
-    # DDNM+ stops correcting a frequency once sigma_t < a_t sigma_y / sv, so weakly observed frequencies keep
-    # part of the prior's spread: the mean is exact, the variance measured 1.99x the posterior's.
-    assert abs(m) < 0.1 and 0.9 < v < 2.5, (m, v)
+    m, _ = _check_posterior(x_hat, post_mean, post_var, heat.dct)
+    assert abs(m) < 0.1, m
+    c = np.asarray(heat.dct(2 * x_hat - 1))
+    var = c.var(0)[..., 0]                                   # [H, W] per frequency, over the draws
+    post, lam = np.asarray(post_var)[0, ..., 0], np.asarray(lam)[0, ..., 0]
+    kept = lam > 0.9
+    assert kept.sum() >= 5 and abs(float(np.mean(var[kept] / post[kept])) - 1) < 0.15
+    assert np.all(var / post > 0.7) and np.all(var < 1.3 * V)   # 256 draws: a variance estimate within 30%
 
 
-@pytest.mark.parametrize("kind, level, mean_error, var_ratio", [
-    ("gaussian", 0.2, (0.5, 1.1), (1.2, 2.0)),
-    ("inpaint_random", 0.5, (0.0, 0.15), (0.85, 1.1)),
-    ("blur", 1.0, (3.0, 8.0), (12.0, 60.0)),
+@pytest.mark.parametrize("kind, level, max_mean_error, max_var_ratio", [
+    ("gaussian", 0.2, 1.1, 2.0),
+    ("inpaint_random", 0.5, 0.15, 1.1),
+    ("blur", 1.0, 8.0, 60.0),
 ])
-def test_dps_distance_from_the_exact_posterior(kind, level, mean_error, var_ratio, optimised):
-    """DPS approximates p(y | x_t) by p(y | x0_hat(x_t)): not an exact posterior sampler. With the exact eps, 1000
-    steps and zeta 1: the RMS error of the mean of 256 draws in posterior standard deviations (sampling floor 0.06)
-    and the mean ratio of their variance to the posterior's, over the unobserved pixels (inpainting), the pixels
-    (denoising) or the DCT frequencies (deblurring). Measured: 0.79 / 1.49, 0.06 / 0.96, 5.0 / 25 (README). The
-    bands pin those numbers, so a change of the guidance shows up here."""
+def test_dps_distance_from_the_exact_posterior(kind, level, max_mean_error, max_var_ratio, optimised):
+    """DPS approximates p(y | x_t) by p(y | x0_hat(x_t)): not an exact posterior sampler, but a bounded distance
+    from one. With the exact eps, 1000 steps and zeta 1: the RMS error of the mean of 256 draws in posterior
+    standard deviations (sampling floor 0.06) and the mean ratio of their variance to the posterior's, over the
+    unobserved pixels (inpainting), the pixels (denoising) or the DCT frequencies (deblurring). Upper bounds only
+    (a closer sampler passes), and never collapsed below 0.85 of the posterior's variance; inpainting, where
+    DPS's approximation is exact for the missing pixels, within sampling error of the posterior."""
     x = _clean(jax.random.PRNGKey(3))
     obs = degrade.degrade(kind, level, jax.random.PRNGKey(4), x)
     y_m, to = 2 * obs.y - 1, (lambda a: a)
@@ -134,7 +142,7 @@ def test_dps_distance_from_the_exact_posterior(kind, level, mean_error, var_rati
     free = var > 1e-6
     err = np.sqrt(np.mean((c.mean(0) - mean)[free] ** 2 / var[free]))
     ratio = float(np.mean(c.var(0)[free] / var[free]))
-    assert mean_error[0] <= err <= mean_error[1] and var_ratio[0] <= ratio <= var_ratio[1], (err, ratio)
+    assert err <= max_mean_error and 0.85 <= ratio <= max_var_ratio, (err, ratio)
 
 
 def test_blur_is_diagonal_in_the_dct_basis_with_the_stated_eigenvalues():

@@ -36,9 +36,10 @@ def test_unknown_schedule_names_the_choices():
 
 
 def test_reference_run_schedule_is_the_ddpm_linear_one():
-    """train.make_schedule(cfg) is the run's schedule; the reference network's is Ho et al.'s linear 1e-4..0.02."""
-    from diffjax import train
+    """processes.noise_schedule(cfg) is the run's schedule; the reference network's is Ho et al.'s linear
+    1e-4..0.02."""
+    from diffjax import processes
     from experiments.configs import reference
 
-    s = train.make_schedule(reference.get_config())
+    s = processes.noise_schedule(reference.get_config())
     np.testing.assert_allclose(s.betas, np.linspace(1e-4, 0.02, 1000), rtol=1e-6)
