@@ -1,8 +1,12 @@
-"""The README's pictures: python docs/figures.py [RUN] (after the quickstart's train and restore commands).
+"""The README's pictures: python docs/figures.py RUN RESTORED, after
+
+    python -m experiments.train_ddpm
+    python -m experiments.restore --run checkpoints/mnist --degradation inpaint_random --level 0.5 --num 8 \
+        --methods ddnm --out RESTORED
 
 docs/images/heat_forward.png: test digits under the heat semigroup exp(t Laplace) (Neumann boundary) at
 increasing t, one row per digit; samples.png and restoration.png: copies of the run's final sample grid and of
-its restoration grid (inpainting 50% of the pixels).
+RESTORED/grid.png.
 """
 
 import shutil
@@ -23,9 +27,9 @@ def heat_forward(path, times=(0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)):
 
 
 if __name__ == "__main__":
-    run = Path(sys.argv[1] if len(sys.argv) > 1 else "checkpoints/mnist")
+    run, restored = Path(sys.argv[1]), Path(sys.argv[2])
     OUT.mkdir(parents=True, exist_ok=True)
     heat_forward(OUT / "heat_forward.png")
     shutil.copy(sorted((run / "samples").glob("step_*.png"))[-1], OUT / "samples.png")
-    shutil.copy(run / "restore" / "inpaint_random_level0.5_seed0" / "grid.png", OUT / "restoration.png")
+    shutil.copy(restored / "grid.png", OUT / "restoration.png")
     print(f"-> {OUT}")
