@@ -87,8 +87,8 @@ def check(cfg, num_devices: int = 1) -> None:
     _name(cfg, "model.dtype", DTYPES)
 
     process = processes.name(cfg)
-    if process not in processes.SAMPLERS:
-        _fail("diffusion.process", process, f"must be one of {tuple(processes.SAMPLERS)}")
+    if process not in processes.DEFAULT_SAMPLER:
+        _fail("diffusion.process", process, f"must be one of {tuple(processes.DEFAULT_SAMPLER)}")
     if process == "ihdm":
         steps_t = _int(cfg, "diffusion.num_timesteps", 1)
         lo = _real(cfg, "diffusion.blur_sigma_min", 0.0, inf, lo_open=True, hi_open=True)
@@ -127,6 +127,10 @@ def check(cfg, num_devices: int = 1) -> None:
     _real(cfg, "train.p_uncond", 0.0, 1.0)
     for field in ("log_every", "sample_every", "ckpt_every", "num_sample_images"):
         _int(cfg, "train." + field, 1)
+    grid_sampler = cfg.train.get("sample_sampler", "")
+    if grid_sampler and grid_sampler not in processes.samplers_of(process):
+        _fail("train.sample_sampler", grid_sampler, f"must be '' (the process's own) or one of "
+              f"{processes.samplers_of(process)}")
     if "ckpt_minutes" in cfg.train:
         _real(cfg, "train.ckpt_minutes", 0.0, inf, lo_open=True)
     _int(cfg, "train.sample_steps", 1, steps_t)

@@ -18,7 +18,7 @@ from diffjax import data, digit_score, files, generate, images, inception, proce
 EVAL_FILE = "eval.json"
 
 
-def evaluate(workdir, sampler=None, steps: int = 50, eta: float = 0.0, num: int = 1000, seed: int = 0,
+def evaluate(workdir, sampler=None, steps: int | None = None, eta: float = 0.0, num: int = 1000, seed: int = 0,
              batch_size: int = 250, cache_dir=digit_score.DEFAULT_CACHE, progress: bool = True,
              guidance: float = 0.0, inception_weights=None) -> tuple[str, dict]:
     """Samples and scores a run (see the module docstring). Returns (key, result) and updates RUN/eval.json."""
@@ -37,6 +37,7 @@ def evaluate(workdir, sampler=None, steps: int = 50, eta: float = 0.0, num: int 
                              f"Inception-v3 weights ({inception.HOW_TO_GET})")
         weights = inception.load(inception_weights) if rgb else None   # checked before any sampling
         sampler = processes.sampler_for(cfg, sampler)
+        steps = steps or samplers.SAMPLERS[sampler].default_steps
         labels = None
         if cfg.model.num_classes:  # every class in turn: the score is of a balanced set
             labels = np.arange(num) % cfg.model.num_classes
@@ -55,11 +56,11 @@ def evaluate(workdir, sampler=None, steps: int = 50, eta: float = 0.0, num: int 
         seconds = time.perf_counter() - tic
         calls = samplers.nfe(sampler, steps, p.num_timesteps)
         nfe = calls * (2 if labels is not None and guidance > 0 else 1)  # guided: the conditional and the null call
-        key = "_".join([sampler, f"{calls if sampler in ('ddpm', 'ihdm') else steps}steps",
-                        *([f"eta{eta:g}"] if sampler in ("ddim", "ihdm") else []),
-                        *([f"w{guidance:g}"] if labels is not None else []), f"n{num}", f"seed{seed}"])
+        made_by = samplers.settings(sampler, steps, processes.sampling_eta(cfg, eta), p.num_timesteps)
+        key = files.output_name(sampler=sampler, **made_by, w=guidance if labels is not None else None, n=num,
+                                seed=seed)
         generated = data.to_uint8(x)
-        result = {"sampler": sampler, "steps": steps, "nfe": nfe, "eta": eta if sampler == "ddim" else None,
+        result = {"sampler": sampler, "steps": steps, "nfe": nfe, "eta": made_by["eta"],
                   "guidance": guidance if labels is not None else None, "num": num, "seed": seed,
                   "checkpoint_step": step, "seconds": round(seconds, 2), "images_per_s": round(num / seconds, 2)}
         if rgb:

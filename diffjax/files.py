@@ -88,6 +88,15 @@ def _empty(path) -> bool:
         return False
 
 
+def output_name(**parts) -> str:
+    """A file or folder name that says what made it, e.g. `ddim_50steps_eta0_seed0` from
+    (sampler="ddim", steps=50, eta=0.0, seed=0); parts that are None are left out."""
+    def text(key, value):
+        value = f"{value:g}" if isinstance(value, float) else str(value)
+        return value if key in ("sampler", "kind", "source") else (f"{value}steps" if key == "steps" else key + value)
+    return "_".join(text(k, v) for k, v in parts.items() if v is not None)
+
+
 LOCK_FILE = ".lock"
 
 

@@ -85,8 +85,7 @@ def sample(graphdef, params, s, key, num: int, image_shape, *, mesh=None, sample
     """
     if sampler not in samplers.SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(samplers.SAMPLERS)}")
-    kwargs = {"ddim": dict(num_steps=steps, eta=eta), "ddpm": dict(variance=variance),
-              "ihdm": dict(prior=prior, delta=eta)}.get(sampler, dict(num_steps=steps))
+    kwargs = samplers.SAMPLERS[sampler].options(steps, eta, variance, prior)
     if "num_steps" in kwargs:
         samplers.ddim_timesteps(s.num_timesteps, steps)  # validates steps
     mesh = mesh or parallel.make_mesh()

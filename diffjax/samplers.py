@@ -8,7 +8,9 @@ params)` to have the parameters traced as arguments (not baked in as constants),
 """
 
 import contextlib
+from dataclasses import dataclass
 from functools import partial
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -327,11 +329,18 @@ def heun_sample(eps_fn, s: Schedule, key, shape, num_steps: int = 10, *, spacing
                 num_frames, out_sharding)
 
 
+def settings(sampler: str, num_steps: int, eta: float, num_timesteps: int) -> dict:
+    """What a run of `sampler` depends on, for naming its outputs: its steps (all its levels where it takes no
+    step count) and its noise (eta or delta; None where it has none)."""
+    entry = SAMPLERS[sampler]
+    options = entry.options(num_steps, eta, None, None)
+    steps = num_steps if "num_steps" in options else entry.nfe(num_steps, num_timesteps)
+    return {"steps": steps, "eta": options.get("eta", options.get("delta"))}
+
+
 def nfe(sampler: str, num_steps: int, num_timesteps: int) -> int:
     """Network calls per image of `sampler` at `num_steps` (DDPM always takes all T; IHDM: its K levels)."""
-    if sampler in ("ddpm", "ihdm"):
-        return num_timesteps - (sampler == "ihdm")
-    return 2 * num_steps - 1 if sampler == "heun" else num_steps
+    return SAMPLERS[sampler].nfe(num_steps, num_timesteps)
 
 
 def blurring_sample(eps_fn, p: heat.Blurring, key, shape, num_steps: int | None = None, *, clip_x0: bool = False,
@@ -372,6 +381,36 @@ def ihdm_sample(f_fn, p: heat.IHDM, key, shape, prior=None, delta: float = 0.02,
                 x_init=x_init)
 
 
-SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "dpmpp_2m": partial(dpm_solver_sample, order=2),
-            "dpmpp_3m": partial(dpm_solver_sample, order=3), "heun": heun_sample, "blurring": blurring_sample,
-            "ihdm": ihdm_sample}
+def _steps_only(steps, eta, variance, prior) -> dict:
+    return {"num_steps": steps}
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """A registry entry, all that `generate.sample`, `evaluate`, the NFE count and the CLI know of a sampler:
+    `fn(eps_fn, process, key, shape, **options, num_frames=, out_sharding=)`, the forward `process` it reverses,
+    its `default_steps`, `nfe(steps, T)` (network calls per image), and `options(steps, eta, variance, prior)`:
+    the keyword arguments it takes of those settings. Calling the entry calls `fn`."""
+
+    fn: Callable
+    process: str
+    default_steps: int
+    nfe: Callable = lambda steps, num_timesteps: steps
+    options: Callable = _steps_only
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+
+SAMPLERS: dict[str, Sampler] = {
+    "ddim": Sampler(ddim_sample, "gaussian", 50, options=lambda steps, eta, variance, prior: {"num_steps": steps,
+                                                                                             "eta": eta}),
+    "ddpm": Sampler(ddpm_sample, "gaussian", 1000, nfe=lambda steps, num_timesteps: num_timesteps,
+                    options=lambda steps, eta, variance, prior: {"variance": variance}),
+    "dpmpp_2m": Sampler(partial(dpm_solver_sample, order=2), "gaussian", 20),
+    "dpmpp_3m": Sampler(partial(dpm_solver_sample, order=3), "gaussian", 20),
+    "heun": Sampler(heun_sample, "gaussian", 10, nfe=lambda steps, num_timesteps: 2 * steps - 1),
+    "blurring": Sampler(blurring_sample, "blurring", 50),
+    "ihdm": Sampler(ihdm_sample, "ihdm", 0, nfe=lambda steps, num_timesteps: num_timesteps - 1,
+                    options=lambda steps, eta, variance, prior: {"prior": prior, "delta": eta}),
+}

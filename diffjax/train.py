@@ -175,7 +175,8 @@ def default_samples(graphdef, params, cfg, key, num: int, mesh, prior=None, prog
     they apply; `prior`: the IHDM prior), in [-1, 1]."""
     shape = (cfg.data.image_size, cfg.data.image_size, cfg.data.channels)
     return generate.sample(graphdef, params, processes.make(cfg), key, num, shape, mesh=mesh,
-                           sampler=processes.sampler_for(cfg), steps=cfg.train.sample_steps,
+                           sampler=processes.sampler_for(cfg, cfg.train.get("sample_sampler") or None),
+                           steps=cfg.train.sample_steps,
                            eta=processes.sampling_eta(cfg, cfg.train.sample_eta),
                            prediction=processes.prediction(cfg), prior=prior, progress=progress)
 

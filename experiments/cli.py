@@ -17,15 +17,6 @@ def default_run_dir(cfg) -> Path:
     return Path("checkpoints") / cfg.name
 
 
-def output_name(**parts) -> str:
-    """A file or folder name that says what made it, e.g. `ddim_50steps_eta0_seed0` from
-    (sampler="ddim", steps=50, eta=0.0, seed=0); parts that are None are left out."""
-    def text(key, value):
-        value = f"{value:g}" if isinstance(value, float) else str(value)
-        return value if key in ("sampler", "kind", "source") else (f"{value}steps" if key == "steps" else key + value)
-    return "_".join(text(k, v) for k, v in parts.items() if v is not None)
-
-
 def _parse_flags(argv):
     """absl's flag parsing, with a bad flag value reported as one `error:` line (exit status 2). A config file
     that raised is reported by its flag and its exception's last line (ml_collections embeds the traceback)."""

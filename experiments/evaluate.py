@@ -19,7 +19,8 @@ from experiments import cli
 
 flags.DEFINE_string("run", None, "run directory written by experiments.train_ddpm", required=True)
 flags.DEFINE_enum("sampler", None, sorted(samplers.SAMPLERS), "sampler (default: the run's process's)")
-flags.DEFINE_integer("steps", 50, "sampler steps (DDPM and IHDM take all levels)", lower_bound=1)
+flags.DEFINE_integer("steps", None, "sampler steps (default: the sampler's own, e.g. heun 10, dpmpp_2m 20, ddim 50; "
+                     "DDPM and IHDM take all their levels)", lower_bound=1)
 flags.DEFINE_float("eta", 0.0, "DDIM eta", lower_bound=0.0)
 flags.DEFINE_float("guidance", 0.0, "classifier-free guidance weight (class-conditional runs: the classes are "
                    "asked in turn and the classifier's accuracy on them is reported)", lower_bound=0.0)

@@ -61,7 +61,7 @@ def main(argv):
     if not names:
         kinds = sorted({k for m in restore.METHODS.values() if m.process == process for k in m.applies_to})
         raise ValueError(f"no method restores {kind!r} with a {process} run; the {process} methods restore {kinds}")
-    out = Path(f.out or Path(f.run) / "restore" / cli.output_name(kind=kind, level=level, seed=f.seed))
+    out = Path(f.out or Path(f.run) / "restore" / files.output_name(kind=kind, level=level, seed=f.seed))
     key = jax.random.PRNGKey(f.seed)
     obs = degrade.degrade(kind, level, jax.random.fold_in(key, 0), clean)
     with files.exclusive(out, remove_if_unused=True):   # one writer per output folder

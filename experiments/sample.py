@@ -18,9 +18,10 @@ from experiments import cli
 
 flags.DEFINE_string("run", None, "run directory written by experiments.train_ddpm", required=True)
 flags.DEFINE_enum("sampler", None, sorted(samplers.SAMPLERS),
-                  "sampler (default: the run's process's: ddim, blurring or ihdm)")
-flags.DEFINE_integer("steps", 50, "sampler steps (DDPM and IHDM take all levels; Heun calls the network twice "
-                     "per step but the last)", lower_bound=1)
+                  "sampler (default: the run's process's: heun, blurring or ihdm)")
+flags.DEFINE_integer("steps", None, "sampler steps (default: the sampler's own, e.g. heun 10, dpmpp_2m 20, ddim 50; "
+                     "DDPM and IHDM take all their levels; Heun calls the network twice per step but the last)",
+                     lower_bound=1)
 flags.DEFINE_float("eta", 0.0, "DDIM eta: 0 deterministic, 1 DDPM-like", lower_bound=0.0)
 flags.DEFINE_enum("variance", "fixed_small", list(samplers.VARIANCES), "DDPM reverse variance")
 flags.DEFINE_integer("num", 64, "number of images", lower_bound=1)
@@ -41,21 +42,21 @@ def main(argv):
     f = flags.FLAGS
     cfg, graphdef, params, step = train.restore_ema(f.run)
     sampler = processes.sampler_for(cfg, f.sampler)
+    steps = f.steps or samplers.SAMPLERS[sampler].default_steps
     labels, ncols = generate.class_labels(cfg.model.num_classes, f.label, f.guidance, f.num)
     prior = processes.load_prior(cfg, f.run) if sampler == "ihdm" else None
     p = processes.make(cfg)
-    calls = samplers.nfe(sampler, f.steps, p.num_timesteps)
-    steps = calls if sampler in ("ddpm", "ihdm") else f.steps
+    calls = samplers.nfe(sampler, steps, p.num_timesteps)
     eta = processes.sampling_eta(cfg, f.eta)   # an IHDM run's own sampling noise delta
-    name = cli.output_name(sampler=sampler, steps=steps, eta=eta if sampler in ("ddim", "ihdm") else None,
-                           seed=f.seed, label=f.label,
+    made_by = samplers.settings(sampler, steps, eta, p.num_timesteps)
+    name = files.output_name(sampler=sampler, **made_by, seed=f.seed, label=f.label,
                            w=f.guidance if cfg.model.num_classes else None)
     out = Path(f.out or Path(f.run) / "samples") / f"{name}.npz"
     shape = (cfg.data.image_size, cfg.data.image_size, cfg.data.channels)
     with files.exclusive(out.parent, remove_if_unused=True):   # one writer per output folder
         tic = time.perf_counter()
         result = generate.sample(graphdef, params, p, jax.random.PRNGKey(f.seed), f.num, shape, sampler=sampler,
-                                 steps=f.steps, eta=eta, batch_size=f.batch_size,
+                                 steps=steps, eta=eta, batch_size=f.batch_size,
                                  prediction=processes.prediction(cfg), num_frames=f.trajectory, progress=True,
                                  prior=prior, variance=f.variance, labels=labels, guidance=f.guidance)
         x, frames = result if f.trajectory else (result, None)
@@ -66,7 +67,7 @@ def main(argv):
             rows = min(f.num, 8)  # [rows, frames] strip: noise on the left, the sample on the right
             strip = np.swapaxes(frames[:, :rows], 0, 1).reshape(-1, *shape)
             images.save_grid(out.with_name(out.stem + "_trajectory.png"), strip, ncols=f.trajectory)
-    print(f"{f.num} images from step {step} with {sampler} ({steps} steps, {calls} network calls) in {seconds:.1f}s "
+    print(f"{f.num} images from step {step} with {sampler} ({made_by['steps']} steps, {calls} network calls) in {seconds:.1f}s "
           f"({f.num / seconds:.1f} images/s) -> {out}")
 
 

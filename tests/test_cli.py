@@ -191,7 +191,7 @@ def test_corrupt_checkpoint_falls_back_then_gives_one_clear_error(trained, tmp_p
     workdir = tmp_path / "run"
     shutil.copytree(trained, workdir)
     out = tmp_path / "s"
-    npz = out / "ddim_5steps_eta0_seed0.npz"
+    npz = out / "heun_5steps_seed0.npz"   # the default sampler
 
     def garble(step):
         for f in (workdir / "checkpoints" / step).rglob("*"):
@@ -288,7 +288,7 @@ def test_compare_filters_with_diffusion_rows(trained, tmp_path):
 
 @pytest.mark.slow
 def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path):
-    """SIGKILL three times at seeded random moments of a run that checkpoints every step (so most of its time
+    """SIGKILL twice at seeded random moments of a run that checkpoints every step (so most of its time
     is spent inside checkpoint writes, and kills land mid-write, mid-step and mid-log); each time the next run
     resumes from the newest intact step, and the run ends bit-equal to an uninterrupted one of the same length."""
     import random
@@ -302,7 +302,7 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_pa
     common = [f"--config={TINY}", "--noprogress", "--config.train.sample_every=100000", "--config.train.log_every=1",
               "--config.train.ckpt_every=1"]
     rng = random.Random(0)
-    for kill in range(3):
+    for kill in range(2):
         proc = subprocess.Popen([sys.executable, "-m", "experiments.train_ddpm", *common, f"--out={killed}",
                                  "--config.train.steps=100000"], cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -20,6 +20,7 @@ from experiments.configs import tiny
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "experiments" / "configs" / "tiny.py")
 COMMON = [f"--config={TINY}", "--noprogress", "--config.train.sample_every=100000", "--config.train.log_every=1"]
+TOTAL = 40   # every run here ends at this step; each is stopped long before it
 pytestmark = pytest.mark.slow
 
 
@@ -55,10 +56,18 @@ def _assert_equal_runs(resumed, straight, total):
     assert [r["loss"] for r in logs[0]] == [r["loss"] for r in logs[1]]
 
 
-def test_sigterm_saves_the_current_step_and_the_rerun_equals_an_uninterrupted_run(tmp_path):
-    stopped, straight = tmp_path / "stopped", tmp_path / "straight"
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """An uninterrupted run to TOTAL that saves its last step only."""
+    run = tmp_path_factory.mktemp("straight")
+    assert _train(run, f"--config.train.steps={TOTAL}", f"--config.train.ckpt_every={TOTAL}").returncode == 0
+    return run
+
+
+def test_sigterm_saves_the_current_step_and_the_rerun_equals_an_uninterrupted_run(tmp_path, straight):
+    stopped = tmp_path / "stopped"
     only_on_signal = ["--config.train.ckpt_every=100000", "--config.train.ckpt_minutes=1000"]
-    proc = _train(stopped, *only_on_signal, "--config.train.steps=100000", wait=False)
+    proc = _train(stopped, *only_on_signal, f"--config.train.steps={TOTAL}", wait=False)
     _wait_training(proc, stopped)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
@@ -67,10 +76,9 @@ def test_sigterm_saves_the_current_step_and_the_rerun_equals_an_uninterrupted_ru
         saved = checkpoint.steps(mngr)
     assert len(saved) == 1 and saved[0] == _logged(stopped)[-1]["step"]   # one consistent step, that of the log
     assert f"SIGTERM: checkpoint of step {saved[0]} saved in {stopped}; run the same command again" in err
-    total = saved[0] + 2
-    assert _train(stopped, *only_on_signal, f"--config.train.steps={total}").returncode == 0
-    assert _train(straight, f"--config.train.steps={total}", f"--config.train.ckpt_every={total}").returncode == 0
-    _assert_equal_runs(stopped, straight, total)
+    assert saved[0] < TOTAL
+    assert _train(stopped, *only_on_signal, f"--config.train.steps={TOTAL}").returncode == 0
+    _assert_equal_runs(stopped, straight, TOTAL)
 
 
 def test_a_second_trainer_on_one_directory_exits_in_one_line_and_a_stale_lock_never_blocks(tmp_path):
@@ -94,20 +102,18 @@ def test_a_second_trainer_on_one_directory_exits_in_one_line_and_a_stale_lock_ne
     assert again.returncode == 0, again.stderr[-2000:]   # the stale lock did not block
 
 
-def test_a_checkpoint_by_wall_clock_resumes_bit_exactly(tmp_path):
-    killed, straight = tmp_path / "killed", tmp_path / "straight"
+def test_a_checkpoint_by_wall_clock_resumes_bit_exactly(tmp_path, straight):
+    killed = tmp_path / "killed"
     by_clock = ["--config.train.ckpt_every=100000", "--config.train.ckpt_minutes=0.001"]   # every 60 ms
-    proc = _train(killed, *by_clock, "--config.train.steps=100000", wait=False)
+    proc = _train(killed, *by_clock, f"--config.train.steps={TOTAL}", wait=False)
     _wait_training(proc, killed, 6)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     with checkpoint.manager(killed, create=False) as mngr:
         newest = checkpoint.steps(mngr)[0]
-    assert newest >= 1   # saved by the clock alone: the step cadence would have saved nothing
-    total = newest + 2
-    assert _train(killed, *by_clock, f"--config.train.steps={total}").returncode == 0
-    assert _train(straight, f"--config.train.steps={total}", f"--config.train.ckpt_every={total}").returncode == 0
-    _assert_equal_runs(killed, straight, total)
+    assert 1 <= newest < TOTAL   # saved by the clock alone: the step cadence would have saved nothing
+    assert _train(killed, *by_clock, f"--config.train.steps={TOTAL}").returncode == 0
+    _assert_equal_runs(killed, straight, TOTAL)
 
 
 @pytest.mark.parametrize("error, fix", [(OSError(28, "No space left on device"), "free disk space"),

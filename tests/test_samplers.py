@@ -155,3 +155,39 @@ def test_ddim_steps_out_of_range_rejected(steps):
 def test_unknown_variance_rejected():
     with pytest.raises(ValueError, match="fixed_small"):
         samplers.ddpm_sample(lambda x, t: x, S, jax.random.PRNGKey(0), (1, 2, 2, 1), variance="learned")
+
+
+def test_a_sampler_registered_in_one_place_appears_in_sampling_nfe_processes_and_the_cli(monkeypatch, tiny_cfg):
+    """One function and one registry entry: generate.sample runs it, nfe counts it, the process offers it, the
+    output name describes it, and the sample and evaluate commands accept it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from flax import nnx
+
+    from diffjax import files, generate, processes, train
+
+    def halve_sample(eps_fn, s, key, shape, num_steps=3, *, num_frames=0, out_sharding=None):
+        x = jax.random.normal(key, shape)
+        for t in np.linspace(s.num_timesteps - 1, 0, num_steps).astype(np.int32):
+            x = x - 0.5 * eps_fn(x, jnp.full((shape[0],), t))
+        return x
+
+    monkeypatch.setitem(samplers.SAMPLERS, "halve", samplers.Sampler(halve_sample, "gaussian", 3,
+                                                                      nfe=lambda steps, t: steps))
+    assert "halve" in processes.samplers_of("gaussian") and processes.sampler_for(tiny_cfg, "halve") == "halve"
+    assert samplers.nfe("halve", 4, 1000) == 4 and samplers.settings("halve", 4, 0.0, 1000) == {"steps": 4, "eta": None}
+    assert files.output_name(sampler="halve", **samplers.settings("halve", 4, 0.0, 1000), seed=0) == "halve_4steps_seed0"
+    graphdef, params = nnx.split(train.make_model(tiny_cfg, jax.random.PRNGKey(0)))
+    x = generate.sample(graphdef, params, processes.make(tiny_cfg), jax.random.PRNGKey(1), 4, (28, 28, 1),
+                        sampler="halve", steps=2)
+    assert x.shape == (4, 28, 28, 1) and np.isfinite(x).all()
+    code = ("from diffjax import samplers; samplers.SAMPLERS['halve'] = samplers.SAMPLERS['ddim']; "
+            "import importlib, sys; m = importlib.import_module('experiments.' + sys.argv[1]); "
+            "from absl import flags; print('halve' in flags.FLAGS['sampler'].parser.enum_values)")
+    root = Path(__file__).resolve().parents[1]
+    for command in ("sample", "evaluate"):
+        out = subprocess.run([sys.executable, "-c", code, command], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.split()
+        assert out[-1] == "True"

@@ -15,5 +15,5 @@ def get_config():
                        train_noise=0.02, sample_noise=0.026)
     c.model.update(num_res_blocks=4, attn_resolutions=(8, 4), dropout=0.1)
     c.optim.update(ema_decay=0.999)
-    c.train.update(sample_steps=200)
+    c.train.update(sample_sampler="", sample_steps=200)
     return c

@@ -23,8 +23,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim = dict(lr=2e-3, warmup_steps=200, decay="cosine", grad_clip=1.0, b1=0.9, b2=0.999,
                    weight_decay=0.0, ema_decay=0.995)
     # Grids use stochastic DDIM (eta=1, 250 steps): for a model trained this briefly it gives clean
-    # digits where deterministic DDIM-50 leaves speckled backgrounds.
-    c.train = dict(steps=1400, batch_size=32, p_uncond=0.0, log_every=50, sample_every=1400, ckpt_every=500,
+    # digits where deterministic DDIM-50 leaves speckled backgrounds. sample_sampler "": the process's default.
+    c.train = dict(sample_sampler="ddim", steps=1400, batch_size=32, p_uncond=0.0, log_every=50, sample_every=1400, ckpt_every=500,
                    ckpt_minutes=10.0,  # also a checkpoint every 10 minutes of wall clock
                    num_sample_images=64, sample_steps=250, sample_eta=1.0,
                    eval_every=0, eval_num=500)  # eval_every > 0: the sample score (FD) in scores.jsonl

@@ -13,5 +13,5 @@ def get_config():
     c.name = "mnist_heat"
     c.diffusion = dict(process="ihdm", num_timesteps=100, blur_sigma_min=0.5, blur_sigma_max=20.0,
                        train_noise=0.02, sample_noise=0.02)
-    c.train.update(sample_steps=100)   # IHDM always visits all K levels; kept <= K for the config check
+    c.train.update(sample_sampler="", sample_steps=100)   # IHDM always visits all K levels; kept <= K for the config check
     return c
