@@ -95,9 +95,12 @@ def sample(graphdef, params, s, key, num: int, image_shape, *, mesh=None, sample
         labels = np.resize(np.asarray(labels, np.int32), -(-num // batch_size) * batch_size)  # pad the last batch
     kwargs.update(num_frames=num_frames, out_sharding=parallel.batch_sharded(mesh))
     outs, frames = [], []
-    bar = tqdm(total=num, unit="image", desc=f"{sampler} sampling", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=num, unit="image", desc=f"{sampler} sampling", disable=not progress, dynamic_ncols=True,
+               postfix="compiling the sampler")
 
     def on_step(i, n):   # the bar moves with the sampler's steps: images done + this batch's fraction
+        if bar.postfix:
+            bar.set_postfix_str("")
         target = min(num, len(outs) * batch_size + round(batch_size * (i + 1) / n))
         if target > bar.n:
             bar.update(target - bar.n)

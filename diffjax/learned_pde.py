@@ -345,38 +345,41 @@ def _fit(workdir: Path, cfg: Config, model, loss_fn, batches, val_fn, progress: 
     """Adam (cosine decay) on loss_fn(model, batch), one jitted step per call, resumable from the newest intact
     checkpoint of workdir (same seed, same numbers). Logs val_fn's value (under val_key) at the start and at every
     checkpoint to metrics.jsonl. Returns (graphdef, params)."""
-    graphdef, params = nnx.split(model)
-    tx = optax.adam(optax.cosine_decay_schedule(cfg.lr, cfg.train_steps))
-    state = {"params": params, "opt": tx.init(params), "step": jnp.asarray(0, jnp.int32)}
-    mngr = checkpoint.manager(workdir)
-    if checkpoint.steps(mngr):
-        state = checkpoint.restore(mngr, state)
-        checkpoint.set_aside_after(mngr, int(state["step"]))
+    with files.exclusive(workdir):   # one writer per run directory
+        _write_config(workdir, cfg)
+        graphdef, params = nnx.split(model)
+        tx = optax.adam(optax.cosine_decay_schedule(cfg.lr, cfg.train_steps))
+        state = {"params": params, "opt": tx.init(params), "step": jnp.asarray(0, jnp.int32)}
+        mngr = checkpoint.manager(workdir)
+        if checkpoint.steps(mngr):
+            state = checkpoint.restore(mngr, state)
+            checkpoint.set_aside_after(mngr, int(state["step"]))
 
-    @jax.jit
-    def step(state, batch):
-        loss, grads = jax.value_and_grad(lambda p: loss_fn(nnx.merge(graphdef, p), batch))(state["params"])
-        updates, opt = tx.update(grads, state["opt"], state["params"])
-        return {"params": optax.apply_updates(state["params"], updates), "opt": opt, "step": state["step"] + 1}, loss
+        @jax.jit
+        def step(state, batch):
+            loss, grads = jax.value_and_grad(lambda p: loss_fn(nnx.merge(graphdef, p), batch))(state["params"])
+            updates, opt = tx.update(grads, state["opt"], state["params"])
+            return ({"params": optax.apply_updates(state["params"], updates), "opt": opt, "step": state["step"] + 1},
+                    loss)
 
-    log = workdir / "metrics.jsonl"
-    done = int(state["step"])
-    lines = [json.dumps(r) for r in files.read_jsonl(log, "delete it to resume without the log so far")
-             if r["step"] <= done] if log.exists() else []
-    if done == 0:   # the start (for the learned filters: the classical filter tuned on one batch)
-        lines = [json.dumps({"step": 0, val_key: val_fn(nnx.merge(graphdef, state["params"]))})]
-    bar = tqdm(range(done, cfg.train_steps), desc=desc, disable=not progress, initial=done, total=cfg.train_steps)
-    for i in bar:
-        state, loss = step(state, batches(i))
-        if not np.isfinite(float(loss)):
-            raise NonFiniteLossError(f"{desc}: non-finite loss at step {i + 1}; lower the learning rate (--lr)")
-        if (i + 1) % checkpoint_every == 0 or i + 1 == cfg.train_steps:
-            lines.append(json.dumps({"step": i + 1, "loss": float(loss),
-                                     val_key: val_fn(nnx.merge(graphdef, state["params"]))}))
-            files.write_text(log, "\n".join(lines) + "\n")
-            checkpoint.save(mngr, i + 1, state)
-            bar.set_postfix({val_key: json.loads(lines[-1])[val_key]})
-    return graphdef, state["params"]
+        log = workdir / "metrics.jsonl"
+        done = int(state["step"])
+        lines = [json.dumps(r) for r in files.read_jsonl(log, "delete it to resume without the log so far")
+                 if r["step"] <= done] if log.exists() else []
+        if done == 0:   # the start (for the learned filters: the classical filter tuned on one batch)
+            lines = [json.dumps({"step": 0, val_key: val_fn(nnx.merge(graphdef, state["params"]))})]
+        bar = tqdm(range(done, cfg.train_steps), desc=desc, disable=not progress, initial=done, total=cfg.train_steps)
+        for i in bar:
+            state, loss = step(state, batches(i))
+            if not np.isfinite(float(loss)):
+                raise NonFiniteLossError(f"{desc}: non-finite loss at step {i + 1}; lower the learning rate (--lr)")
+            if (i + 1) % checkpoint_every == 0 or i + 1 == cfg.train_steps:
+                lines.append(json.dumps({"step": i + 1, "loss": float(loss),
+                                         val_key: val_fn(nnx.merge(graphdef, state["params"]))}))
+                files.write_text(log, "\n".join(lines) + "\n")
+                checkpoint.save(mngr, i + 1, state)
+                bar.set_postfix({val_key: json.loads(lines[-1])[val_key]})
+        return graphdef, state["params"]
 
 
 def _validation(kind, level, val_x, key, num: int = 200):
@@ -392,7 +395,6 @@ def train_border(root, dataset: str = "mnist_sample", steps: int = 1500, seed: i
     cfg = Config(model="border", kind="all", level=0.0, train_steps=steps, lr=lr, seed=seed, dataset=dataset,
                  batch_size=batch_size)
     workdir = Path(root) / "border"
-    _write_config(workdir, cfg)
     train_x, val_x = _split(dataset)
     tasks = [(k, lv) for k in KINDS for lv in degrade.DEFAULT_LEVELS[k]]
     key = jax.random.PRNGKey(seed)
@@ -425,7 +427,6 @@ def train(root, cfg: Config, progress: bool = True, border_steps: int = 1500, ch
     end. Returns the restorer."""
     cfg.check()
     workdir = run_dir(root, cfg)
-    _write_config(workdir, cfg)
     border = train_border(root, cfg.dataset, border_steps, progress=progress) if cfg.model.endswith("_border") \
         else None
     train_x, val_x = _split(cfg.dataset)

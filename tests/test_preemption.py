@@ -90,6 +90,9 @@ def test_a_second_trainer_on_one_directory_exits_in_one_line_and_a_stale_lock_ne
     errors = [ln for ln in second.stderr.splitlines() if ln.startswith("error: ")]
     assert errors == [f"error: {run} is in use by PID {first.pid} on {socket.gethostname()}: wait until it finishes, "
                       f"or write elsewhere (--out)"]
+    reader = subprocess.run([sys.executable, "-m", "experiments.sample", f"--run={run}", "--num=4", "--steps=2",
+                             f"--out={tmp_path / 'samples'}"], cwd=ROOT, capture_output=True, text=True)
+    assert reader.returncode == 0, reader.stderr[-2000:]   # readers sample from a run that is training
     _wait_training(first, run, len(_logged(run)) + 3)   # the first trains on, its log its own
     first.send_signal(signal.SIGKILL)                     # leaves its lock file behind
     first.wait()
@@ -112,7 +115,8 @@ def test_a_checkpoint_by_wall_clock_resumes_bit_exactly(tmp_path, straight):
     with checkpoint.manager(killed, create=False) as mngr:
         newest = checkpoint.steps(mngr)[0]
     assert 1 <= newest < TOTAL   # saved by the clock alone: the step cadence would have saved nothing
-    assert _train(killed, *by_clock, f"--config.train.steps={TOTAL}").returncode == 0
+    resume = ["--config.train.ckpt_every=100000", "--config.train.ckpt_minutes=1000"]   # saves its last step only
+    assert _train(killed, *resume, f"--config.train.steps={TOTAL}").returncode == 0
     _assert_equal_runs(killed, straight, TOTAL)
 
 
