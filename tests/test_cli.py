@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 
@@ -287,53 +286,6 @@ def test_compare_filters_with_diffusion_rows(trained, tmp_path):
 
 
 @pytest.mark.slow
-def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path):
-    """SIGKILL twice at seeded random moments of a run that checkpoints every step (so most of its time
-    is spent inside checkpoint writes, and kills land mid-write, mid-step and mid-log); each time the next run
-    resumes from the newest intact step, and the run ends bit-equal to an uninterrupted one of the same length."""
-    import random
-    import signal
-    import time
-
-    from diffjax import checkpoint, train
-    from experiments.configs import tiny
-
-    killed, straight = tmp_path / "killed", tmp_path / "straight"
-    common = [f"--config={TINY}", "--noprogress", "--config.train.sample_every=100000", "--config.train.log_every=1",
-              "--config.train.ckpt_every=1"]
-    rng = random.Random(0)
-    for kill in range(2):
-        proc = subprocess.Popen([sys.executable, "-m", "experiments.train_ddpm", *common, f"--out={killed}",
-                                 "--config.train.steps=100000"], cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        before = len(list((killed / "metrics.jsonl").read_text().splitlines())) if killed.exists() else 0
-        deadline = time.time() + 300
-        while not (killed / "metrics.jsonl").exists() or \
-                len((killed / "metrics.jsonl").read_text().splitlines()) < before + 2:   # it is training
-            assert proc.poll() is None and time.time() < deadline, "training stopped or never started"
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 1.5))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    with checkpoint.manager(killed, create=False) as mngr:
-        newest = checkpoint.steps(mngr)[0]
-    total = newest + 3
-    run("experiments.train_ddpm", *common, f"--out={killed}", f"--config.train.steps={total}")
-    # The uninterrupted run saves only its last step: when checkpoints are written does not change the numbers.
-    run("experiments.train_ddpm", *common, f"--out={straight}", f"--config.train.steps={total}",
-        f"--config.train.ckpt_every={total}")
-    graphdef, abstract = train.abstract_state(tiny.get_config())
-    states = []
-    for workdir in (killed, straight):
-        with checkpoint.manager(workdir, create=False) as mngr:
-            states.append(checkpoint.restore(mngr, abstract._asdict()))
-    assert int(states[0]["step"]) == int(states[1]["step"]) == total
-    jax.tree.map(np.testing.assert_array_equal, *states)
-    logged = [[json.loads(line) for line in (w / "metrics.jsonl").read_text().splitlines()] for w in (killed, straight)]
-    assert [r["step"] for r in logged[0]] == list(range(1, total + 1))
-    assert [r["loss"] for r in logged[0]] == [r["loss"] for r in logged[1]]
-
-
 def test_restore_folder_with_a_non_png_file_is_one_line(trained, tmp_path):
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "digit.jpg").write_bytes(b"\xff\xd8\xff")

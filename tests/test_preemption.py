@@ -136,3 +136,23 @@ def test_a_failed_save_names_the_exception_and_says_disk_full_only_for_enospc(tm
     message = str(e.value)
     assert fix in message and type(error).__name__ in message and str(tmp_path / "run" / "checkpoints" / "1") in message
     assert ("free disk space" in message) == (error.errno == 28)
+
+
+def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path, straight):
+    """SIGKILL twice at seeded random moments of a run that checkpoints every step (so most of its time is spent
+    inside checkpoint writes, and kills land mid-write, mid-step and mid-log); each time the next run resumes from
+    the newest intact step, and the run ends bit-equal to an uninterrupted one of the same length."""
+    import random
+
+    killed = tmp_path / "killed"
+    rng = random.Random(0)
+    for _ in range(2):
+        proc = _train(killed, "--config.train.ckpt_every=1", f"--config.train.steps={TOTAL}", wait=False)
+        _wait_training(proc, killed, len(_logged(killed)) + 2)
+        time.sleep(rng.uniform(0.0, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with checkpoint.manager(killed, create=False) as mngr:
+        assert 1 <= checkpoint.steps(mngr)[0] < TOTAL
+    assert _train(killed, f"--config.train.ckpt_every={TOTAL}", f"--config.train.steps={TOTAL}").returncode == 0
+    _assert_equal_runs(killed, straight, TOTAL)
