@@ -252,6 +252,11 @@ def _train_loop(cfg, workdir, mesh, progress, ds, graphdef, state, sample_key, s
         pending.clear()
         return newest
 
+    def draw_grid(step):
+        images.save_grid(workdir / "samples" / f"step_{step:07d}.png",
+                         default_samples(graphdef, state.ema_params, cfg, jax.random.fold_in(sample_key, step),
+                                         t.num_sample_images, mesh, prior, progress))
+
     bar = tqdm(total=t.steps, initial=start, unit="step", disable=not progress, dynamic_ncols=True,
                desc=f"train {ds.name} ({param_count(nnx.merge(graphdef, state.params)) / 1e6:.2f}M params)")
     try:
@@ -265,8 +270,9 @@ def _train_loop(cfg, workdir, mesh, progress, ds, graphdef, state, sample_key, s
             pending.append((step, m))
             log_now, sample_now = step % t.log_every == 0, step % t.sample_every == 0
             stopping = stop.due(step)
-            ckpt_now = (step % t.ckpt_every == 0 or step == t.steps or stopping
-                        or time.perf_counter() - saved_at >= ckpt_seconds)   # by wall clock too: same numbers
+            # by wall clock too (same numbers), and before every grid: a SIGTERM while one is drawn loses nothing
+            ckpt_now = (step % t.ckpt_every == 0 or step == t.steps or stopping or sample_now
+                        or time.perf_counter() - saved_at >= ckpt_seconds)
             if not (log_now or sample_now or ckpt_now):
                 continue
             m = sync()
@@ -280,10 +286,6 @@ def _train_loop(cfg, workdir, mesh, progress, ds, graphdef, state, sample_key, s
                 tic = now
             if ckpt_now and logged:
                 images.save_loss_curve(workdir / "metrics.png", [json.loads(ln) for ln in logged])
-            if (sample_now or step == t.steps) and not stopping:
-                images.save_grid(workdir / "samples" / f"step_{step:07d}.png",
-                                 default_samples(graphdef, state.ema_params, cfg, jax.random.fold_in(sample_key, step),
-                                                 t.num_sample_images, mesh, prior, progress))
             if eval_every and step % eval_every == 0 and not stopping:
                 eval_key = jax.random.fold_in(jax.random.fold_in(sample_key, step), 1)
                 x = default_samples(graphdef, state.ema_params, cfg, eval_key, t.eval_num, mesh, prior)
@@ -294,10 +296,14 @@ def _train_loop(cfg, workdir, mesh, progress, ds, graphdef, state, sample_key, s
                 stop.saving = True
                 checkpoint.save(mngr, step, state._asdict())
                 stop.saving, last_saved, saved_at = False, step, time.perf_counter()
+            if (sample_now or step == t.steps) and not stopping:
+                draw_grid(step)
             if stopping:
                 name = signal.Signals(stop.signum).name
                 raise preemption.Interrupted(f"{name}: checkpoint of step {step} saved in {workdir}; run the same "
                                              f"command again to resume", stop.signum)
+        if not (workdir / "samples" / f"step_{t.steps:07d}.png").exists():   # stopped while drawing the last grid
+            draw_grid(t.steps)
     except preemption.Interrupted:
         raise
     except KeyboardInterrupt:   # a second signal: stop at once

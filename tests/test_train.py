@@ -166,6 +166,29 @@ def test_a_signal_saves_a_checkpoint_before_exiting(tiny_cfg, tmp_path, monkeypa
     assert {s: signal.getsignal(s) for s in before} == before
 
 
+def test_a_grid_is_drawn_after_its_steps_checkpoint_and_a_missing_last_grid_is_drawn_again(tiny_cfg, tmp_path,
+                                                                                          monkeypatch):
+    """A SIGTERM while a grid is drawn loses no training: the step's checkpoint is on disk first. A run stopped
+    while drawing its last grid draws it again, the same image, without training."""
+    tiny_cfg.train.update(steps=4, ckpt_every=100, sample_every=3, log_every=1)
+    seen, real = [], train.default_samples
+
+    def spy(*args, **kwargs):
+        with checkpoint.manager(tmp_path, create=False) as mngr:
+            seen.append(checkpoint.steps(mngr)[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "default_samples", spy)
+    train.run(tiny_cfg, tmp_path, progress=False)
+    assert seen == [3, 4]
+    last = tmp_path / "samples" / "step_0000004.png"
+    drawn, metrics = last.read_bytes(), (tmp_path / "metrics.jsonl").read_text()
+    last.unlink()
+    seen.clear()
+    train.run(tiny_cfg, tmp_path, progress=False)
+    assert seen == [4] and last.read_bytes() == drawn and (tmp_path / "metrics.jsonl").read_text() == metrics
+
+
 def test_run_directory_with_other_model_is_refused(tiny_cfg, tmp_path):
     tiny_cfg.train.update(steps=1, sample_every=1000)
     train.run(tiny_cfg, tmp_path, progress=False)
