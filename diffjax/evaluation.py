@@ -38,6 +38,7 @@ def evaluate(workdir, sampler=None, steps: int | None = None, eta: float = 0.0, 
         weights = inception.load(inception_weights) if rgb else None   # checked before any sampling
         sampler = processes.sampler_for(cfg, sampler)
         steps = steps or samplers.SAMPLERS[sampler].default_steps
+        eta = processes.sampling_eta(cfg, eta)   # an IHDM run's own sampling noise delta
         labels = None
         if cfg.model.num_classes:  # every class in turn: the score is of a balanced set
             labels = np.arange(num) % cfg.model.num_classes
@@ -50,13 +51,13 @@ def evaluate(workdir, sampler=None, steps: int | None = None, eta: float = 0.0, 
         shape = (cfg.data.image_size, cfg.data.image_size, cfg.data.channels)
         tic = time.perf_counter()
         x = generate.sample(graphdef, params, p, jax.random.PRNGKey(seed), num, shape, sampler=sampler,
-                            steps=steps, eta=processes.sampling_eta(cfg, eta), batch_size=batch_size,
+                            steps=steps, eta=eta, batch_size=batch_size,
                             prediction=processes.prediction(cfg), progress=progress, prior=prior, labels=labels,
                             guidance=guidance)
         seconds = time.perf_counter() - tic
         calls = samplers.nfe(sampler, steps, p.num_timesteps)
         nfe = calls * (2 if labels is not None and guidance > 0 else 1)  # guided: the conditional and the null call
-        made_by = samplers.settings(sampler, steps, processes.sampling_eta(cfg, eta), p.num_timesteps)
+        made_by = samplers.settings(sampler, steps, eta, p.num_timesteps)
         key = files.output_name(sampler=sampler, **made_by, w=guidance if labels is not None else None, n=num,
                                 seed=seed)
         generated = data.to_uint8(x)

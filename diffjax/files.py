@@ -93,7 +93,7 @@ def output_name(**parts) -> str:
     (sampler="ddim", steps=50, eta=0.0, seed=0); parts that are None are left out."""
     def text(key, value):
         value = f"{value:g}" if isinstance(value, float) else str(value)
-        return value if key in ("sampler", "kind", "source") else (f"{value}steps" if key == "steps" else key + value)
+        return value if key in ("sampler", "kind") else (f"{value}steps" if key == "steps" else key + value)
     return "_".join(text(k, v) for k, v in parts.items() if v is not None)
 
 

@@ -1,7 +1,7 @@
 """Restore images with a trained model: python -m experiments.restore --run RUN --degradation KIND --level L.
 
 Restores test digits (or --folder PNGs) by every applicable conditioned sampler of `diffjax.restore`
-(or --methods M,N) and writes into --out (default RUN/restore/<degradation>_<level>_seed<seed>): grid.png (rows:
+(or --methods M,N) and writes into --out (default RUN/restore/<degradation>_level<level>_seed<seed>): grid.png (rows:
 clean, degraded, then per method one posterior sample, the posterior mean of --posterior_samples draws and its
 per-pixel std), restore.npz (uint8 arrays) and metrics.json (PSNR/SSIM of the sample and of the mean, NFE,
 seconds per image).
@@ -26,7 +26,7 @@ flags.DEFINE_integer("num", 16, "images to restore", lower_bound=1)
 flags.DEFINE_integer("posterior_samples", 4, "posterior draws per image, averaged into the posterior mean",
                      lower_bound=1)
 flags.DEFINE_string("folder", None, "a folder of your own PNG images instead of the test digits")
-flags.DEFINE_string("out", None, "output directory (default: RUN/restore/<degradation>_<level>_seed<seed>)")
+flags.DEFINE_string("out", None, "output directory (default: RUN/restore/<degradation>_level<level>_seed<seed>)")
 flags.DEFINE_integer("seed", 0, "seed of the degradation and the samplers")
 
 
